@@ -1,0 +1,55 @@
+# recsys — run `make help` for the list of targets.
+SHELL := /bin/bash
+PYTHON ?= python
+TORCH_VERSION ?= 2.13.0
+BUNDLE ?= artifacts/demo/bundle
+PORT ?= 8000
+DATA ?= synthetic
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install ensure-installed test test-fast lint format demo prepare train serve bench-prepare clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+install: ## Install torch==$(TORCH_VERSION) (CPU) first, then recsys with dev extras
+	$(PYTHON) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PYTHON) -m pip install -q -e ".[dev]"
+
+ensure-installed:
+	@$(PYTHON) -c "import recsys, torch, lightning, faiss, litserve" 2>/dev/null || $(MAKE) install
+
+test: ensure-installed ## Run the test suite (tiny data; ML-100K tests skip when ../shared/data/ml-100k is absent)
+	$(PYTHON) -m pytest -q $(ARGS)
+
+test-fast: ensure-installed ## Run the tests not marked slow
+	$(PYTHON) -m pytest -q -m "not slow" $(ARGS)
+
+lint: ## Ruff lint + format check
+	$(PYTHON) -m ruff check recsys tests experiments
+	$(PYTHON) -m ruff format --check recsys tests experiments
+
+format: ## Ruff autofix + format
+	$(PYTHON) -m ruff check --fix recsys tests experiments
+	$(PYTHON) -m ruff format recsys tests experiments
+
+prepare: ensure-installed ## Prepare a dataset: make prepare DATA=synthetic|movielens_100k|amazon_movies_tv ARGS="..."
+	$(PYTHON) -m recsys.prepare data=$(DATA) $(ARGS)
+
+train: ensure-installed ## Train: make train ARGS="experiment=two_tower data=synthetic"
+	$(PYTHON) -m recsys.train $(ARGS)
+
+demo: ensure-installed ## Main job on the embedded synthetic data: prepare, train, evaluate (no downloads)
+	$(PYTHON) -m recsys.prepare data=synthetic
+	$(PYTHON) -m recsys.train experiment=two_tower data=synthetic $(ARGS)
+
+serve: ensure-installed ## Serve a bundle: make serve [BUNDLE=dir] [PORT=8000]
+	$(PYTHON) -m recsys.serve bundle=$(BUNDLE) port=$(PORT)
+
+bench-prepare: ensure-installed ## Benchmark generation + prepare at synthetic_full scale (see experiments/)
+	$(PYTHON) experiments/bench_prepare.py $(ARGS)
+
+clean: ## Remove caches and run outputs (keeps data/ and artifacts/)
+	rm -rf .pytest_cache .ruff_cache logs outputs multirun wandb
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,96 @@
+"""The prepared-dataset directory (format pinned in ARCHITECTURE.md): write once, verify on read."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.utils.artifacts import ManifestError, atomic_directory, read_manifest, write_manifest
+
+PAD_IDX, COLD_IDX, FIRST_ITEM_IDX = 0, 1, 2
+SPLITS = ("train", "val", "test")
+ITEM_COLUMNS = ("item_idx", "item_id", "title", "text", "categories", "train_count", "is_warm")
+ROW_COLUMNS = ("user_id", "user_idx", "history", "target", "timestamp")
+EMBEDDINGS_FILE = "text_embeddings.npy"
+
+
+class PreparedDataset:
+    """Read access to a prepared dataset directory whose manifest has been checked."""
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> PreparedDataset:
+        path = Path(path)
+        manifest = read_manifest(path, verify=verify)
+        for name in ("items.parquet", *(f"{s}.parquet" for s in SPLITS), EMBEDDINGS_FILE):
+            if name not in manifest["files"]:
+                raise ManifestError(f"{path}: manifest lists no {name}; not a prepared dataset")
+        return cls(path, manifest)
+
+    @staticmethod
+    def write(
+        path: str | Path,
+        items: pd.DataFrame,
+        splits: dict[str, pa.Table],
+        text_embeddings: np.ndarray,
+        info: dict[str, Any],
+    ) -> PreparedDataset:
+        """Write every file into a staging directory, then swap it in (atomic for readers)."""
+        missing = [c for c in ITEM_COLUMNS if c not in items.columns]
+        if missing:
+            raise ValueError(f"items table lacks columns {missing}")
+        if text_embeddings.shape[0] != len(items) + FIRST_ITEM_IDX:
+            raise ValueError(
+                f"text_embeddings has {text_embeddings.shape[0]} rows, expected n_items + 2 = {len(items) + 2}"
+            )
+        with atomic_directory(path) as staging:
+            item_table = pa.Table.from_pandas(items[list(ITEM_COLUMNS)], preserve_index=False)
+            pq.write_table(item_table, staging / "items.parquet", compression="zstd")
+            for name in SPLITS:
+                table = splits[name].select(list(ROW_COLUMNS))
+                pq.write_table(table, staging / f"{name}.parquet", compression="zstd", row_group_size=1 << 20)
+            np.save(staging / EMBEDDINGS_FILE, np.ascontiguousarray(text_embeddings, dtype=np.float32))
+            manifest = write_manifest(staging, info)
+        return PreparedDataset(path, manifest)
+
+    @cached_property
+    def items(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "items.parquet")
+
+    def read_split(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        return pq.read_table(self.path / f"{name}.parquet", columns=columns)
+
+    def text_embeddings(self, mmap: bool = True) -> np.ndarray:
+        return np.load(self.path / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
+
+    @property
+    def n_items(self) -> int:
+        """Catalog size; valid item_idx values are 2 .. n_items + 1."""
+        return int(self.manifest["n_catalog_items"])
+
+    @property
+    def n_users(self) -> int:
+        return int(self.manifest["n_users"])
+
+    def warm_lookup(self) -> np.ndarray:
+        """Map global item_idx -> ID-embedding row: warm items keep theirs, the rest use COLD_IDX.
+
+        Rows 0 (padding) and 1 (cold) map to themselves.
+        """
+        items = self.items
+        lookup = np.full(self.n_items + FIRST_ITEM_IDX, COLD_IDX, dtype=np.int64)
+        lookup[PAD_IDX] = PAD_IDX
+        warm = items["is_warm"].to_numpy()
+        lookup[items["item_idx"].to_numpy()[warm]] = items["item_idx"].to_numpy()[warm]
+        return lookup

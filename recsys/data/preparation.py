@@ -1,0 +1,180 @@
+"""Raw source -> prepared dataset directory: filter, split, index, embed text, write atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
+from recsys.data.filtering import InteractionFilters, apply_pair_filters
+from recsys.data.sources.base import InteractionSource
+from recsys.data.sources.jsonl import DataFormatError
+from recsys.data.splitting import TEST, TRAIN, VAL, LeaveOneOutSplitter, history_rows, sequence_order
+from recsys.features.text_embeddings import TextEncoder, embed_texts
+from recsys.utils.artifacts import ManifestError, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _describe(component: Any) -> dict[str, Any]:
+    fields = asdict(component) if is_dataclass(component) else dict(vars(component))
+    fields = {k: v for k, v in fields.items() if not k.startswith("_") and k != "stats"}
+    return {"type": f"{type(component).__module__}.{type(component).__qualname__}", **fields}
+
+
+def index_items(catalog_ids: np.ndarray, warm_ids: set[str]) -> np.ndarray:
+    """item_idx for each catalog id: warm items first (2, 3, …), then the rest, each by id.
+
+    Putting warm items first keeps the trained ID rows contiguous; models still use the
+    explicit warm lookup, so any order would be correct.
+    """
+    ids = pd.Series(catalog_ids, dtype=object)
+    warm = ids.isin(warm_ids).to_numpy()
+    order = np.lexsort((ids.to_numpy(dtype=str), ~warm))
+    idx = np.empty(len(ids), dtype=np.int64)
+    idx[order] = np.arange(FIRST_ITEM_IDX, FIRST_ITEM_IDX + len(ids))
+    return idx
+
+
+class DatasetPreparer:
+    """Turns one raw source into the prepared-dataset directory that training reads."""
+
+    def __init__(
+        self,
+        source: InteractionSource,
+        processed_dir: str,
+        text_encoder: TextEncoder,
+        filters: InteractionFilters | None = None,
+        splitter: Any = None,
+        max_history: int = 100,
+        embedding_cache_dir: str | None = None,
+        progress: bool = True,
+    ):
+        self.source = source
+        self.processed_dir = Path(processed_dir)
+        self.text_encoder = text_encoder
+        self.filters = filters or InteractionFilters()
+        self.splitter = splitter or LeaveOneOutSplitter()
+        self.max_history = max_history
+        self.embedding_cache_dir = embedding_cache_dir
+        self.progress = progress
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "source": _describe(self.source),
+            "filters": _describe(self.filters),
+            "split": _describe(self.splitter),
+            "text_encoder": {"type": type(self.text_encoder).__name__, "key": self.text_encoder.cache_key},
+            "max_history": self.max_history,
+        }
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()
+
+    def is_current(self) -> bool:
+        """True when ``processed_dir`` is complete and was prepared with this exact config."""
+        try:
+            manifest = read_manifest(self.processed_dir, verify=False)
+        except ManifestError:
+            return False
+        return manifest.get("config_fingerprint") == self.fingerprint()
+
+    def ensure(self) -> PreparedDataset:
+        """Prepare unless an up-to-date dataset is already there."""
+        if self.is_current():
+            return PreparedDataset.load(self.processed_dir, verify=False)
+        if (self.processed_dir / "manifest.json").exists():
+            log.warning("%s was prepared with a different config; preparing again", self.processed_dir)
+        return self.run()
+
+    def _read_interactions(self, stats: Counter) -> pd.DataFrame:
+        blocks = [self.filters.apply_row_filters(block, stats) for block in self.source.iter_interactions()]
+        blocks = [b for b in blocks if len(b)]
+        if not blocks:
+            raise DataFormatError(f"{self.source.name}: no interactions survive the row filters {self.filters}")
+        return pd.concat(blocks, ignore_index=True)
+
+    def run(self) -> PreparedDataset:
+        t0 = time.perf_counter()
+        stats: Counter = Counter()
+        frame = self._read_interactions(stats)
+        user_codes, user_ids = pd.factorize(frame["user_id"], sort=True)
+        item_codes, item_ids = pd.factorize(frame["item_id"], sort=True)
+        timestamps = frame["timestamp"].to_numpy(dtype=np.int64)
+        del frame
+        keep = apply_pair_filters(user_codes, item_codes, timestamps, self.filters, stats)
+        user_codes, item_codes, timestamps = user_codes[keep], item_codes[keep], timestamps[keep]
+        if len(user_codes) == 0:
+            raise DataFormatError(f"{self.source.name}: no interactions survive the filters {self.filters}")
+        # Re-code users densely over the survivors (sorted by id, so user_idx is deterministic).
+        used_users, user_idx = np.unique(user_codes, return_inverse=True)
+        user_ids = np.asarray(user_ids, dtype=object)[used_users]
+
+        order = sequence_order(user_idx, timestamps)
+        s_users, s_items, s_ts = user_idx[order], item_codes[order], timestamps[order]
+        role = self.splitter.assign(s_users, s_ts)
+
+        items = self._catalog(np.asarray(item_ids, dtype=object), s_items, role, stats)
+        code_to_idx = np.full(len(item_ids), -1, dtype=np.int64)
+        position = pd.Index(item_ids).get_indexer(items["item_id"].to_numpy())
+        has_code = position >= 0  # metadata-only items never occur in interactions
+        code_to_idx[position[has_code]] = items["item_idx"].to_numpy()[has_code]
+        s_items = code_to_idx[s_items]
+
+        splits = {}
+        for name, label in (("train", TRAIN), ("val", VAL), ("test", TEST)):
+            columns = history_rows(s_users, s_items, s_ts, np.flatnonzero(role == label), self.max_history)
+            columns["user_id"] = pa.array(user_ids[columns["user_idx"].to_numpy()].astype(str))
+            splits[name] = pa.table(columns)
+
+        texts = items.sort_values("item_idx")["text"].tolist()
+        emb, emb_stats = embed_texts(texts, self.text_encoder, self.embedding_cache_dir, progress=self.progress)
+        text_embeddings = np.zeros((len(items) + FIRST_ITEM_IDX, emb.shape[1]), dtype=np.float32)
+        text_embeddings[FIRST_ITEM_IDX:] = emb
+
+        info = {
+            "source": self.source.name,
+            "config": self.config(),
+            "config_fingerprint": self.fingerprint(),
+            "n_users": len(user_ids),
+            "n_items_interacted": int(np.unique(s_items).size),
+            "n_catalog_items": len(items),
+            "n_warm_items": int(items["is_warm"].sum()),
+            "n_interactions": len(s_items),
+            "n_rows": {name: table.num_rows for name, table in splits.items()},
+            "filter_stats": {**dict(sorted(stats.items())), **dict(sorted(self.source.stats.items()))},
+            "text_embeddings": {"dim": int(emb.shape[1]), **emb_stats},
+            "prepare_seconds": round(time.perf_counter() - t0, 2),
+        }
+        dataset = PreparedDataset.write(self.processed_dir, items, splits, text_embeddings, info)
+        log.info("prepared %s in %.1fs", self.processed_dir, time.perf_counter() - t0)
+        return dataset
+
+    def _catalog(self, item_ids: np.ndarray, s_items: np.ndarray, role: np.ndarray, stats: Counter) -> pd.DataFrame:
+        """Every item with metadata plus every interacted item, with train counts and item_idx."""
+        meta = self.source.read_items()
+        interacted = item_ids[np.unique(s_items)]
+        missing_meta = pd.Index(interacted).difference(pd.Index(meta["item_id"]))
+        stats["interacted_items_without_metadata"] = len(missing_meta)
+        if len(missing_meta):
+            meta = pd.concat(
+                [meta, pd.DataFrame({"item_id": missing_meta.to_numpy(), "title": "", "text": "",
+                                     "categories": [[] for _ in range(len(missing_meta))]})],
+                ignore_index=True,
+            )
+        train_counts = np.bincount(s_items[role == TRAIN], minlength=len(item_ids))
+        counts = pd.Series(train_counts, index=pd.Index(item_ids)).reindex(meta["item_id"]).fillna(0)
+        meta["train_count"] = counts.to_numpy(dtype=np.int64)
+        meta["is_warm"] = meta["train_count"] > 0
+        meta["item_idx"] = index_items(meta["item_id"].to_numpy(), set(meta.loc[meta["is_warm"], "item_id"]))
+        return meta.sort_values("item_idx").reset_index(drop=True)
