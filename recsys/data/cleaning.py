@@ -75,7 +75,10 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"lgbt|\bgay\b|lesbian|queer", ("LGBTQ",)),
     (r"military|\bwar\b|wwii|world war|combat", ("Military & War",)),
     (r"\bmusic\b|concert|rock|jazz|hip[- ]hop|\bpop\b", ("Music",)),
-    (r"musicals?\b|performing arts|opera|ballet|dance|theat(?:er|re)|broadway", ("Musicals & Performing Arts",)),
+    (
+        r"musicals?\b|performing arts|opera|ballet|dance|theat(?:er|re)|broadway",
+        ("Musicals & Performing Arts",),
+    ),
     (r"myster|whodunit", ("Mystery",)),
     (r"romanc|romantic|love stor", ("Romance",)),
     (r"sport|football|baseball|basketball|soccer|boxing|wrestling|golf|hockey|olympic", ("Sports",)),
@@ -152,7 +155,13 @@ DETAIL_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Language", ("language", "languages")),
     ("Run time", ("run time", "runtime", "running time")),
 )
-_YEAR_KEYS = ("release date", "original release date", "theatrical release date", "date first available", "year")
+_YEAR_KEYS = (
+    "release date",
+    "original release date",
+    "theatrical release date",
+    "date first available",
+    "year",
+)
 _YEAR = re.compile(r"\b(18[89]\d|19\d\d|20\d\d)\b")
 MAX_CAST = 5
 

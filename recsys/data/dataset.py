@@ -50,7 +50,8 @@ class PreparedDataset:
             raise ValueError(f"items table lacks columns {missing}")
         if text_embeddings.shape[0] != len(items) + FIRST_ITEM_IDX:
             raise ValueError(
-                f"text_embeddings has {text_embeddings.shape[0]} rows, expected n_items + 2 = {len(items) + 2}"
+                f"text_embeddings has {text_embeddings.shape[0]} rows, "
+                f"expected n_items + 2 = {len(items) + 2}"
             )
         with atomic_directory(path) as staging:
             item_table = pa.Table.from_pandas(items[list(ITEM_COLUMNS)], preserve_index=False)

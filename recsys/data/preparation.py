@@ -101,7 +101,9 @@ class DatasetPreparer:
         blocks = [self.filters.apply_row_filters(block, stats) for block in self.source.iter_interactions()]
         blocks = [b for b in blocks if len(b)]
         if not blocks:
-            raise DataFormatError(f"{self.source.name}: no interactions survive the row filters {self.filters}")
+            raise DataFormatError(
+                f"{self.source.name}: no interactions survive the row filters {self.filters}"
+            )
         return pd.concat(blocks, ignore_index=True)
 
     def run(self) -> PreparedDataset:
@@ -138,7 +140,9 @@ class DatasetPreparer:
             splits[name] = pa.table(columns)
 
         texts = items.sort_values("item_idx")["text"].tolist()
-        emb, emb_stats = embed_texts(texts, self.text_encoder, self.embedding_cache_dir, progress=self.progress)
+        emb, emb_stats = embed_texts(
+            texts, self.text_encoder, self.embedding_cache_dir, progress=self.progress
+        )
         text_embeddings = np.zeros((len(items) + FIRST_ITEM_IDX, emb.shape[1]), dtype=np.float32)
         text_embeddings[FIRST_ITEM_IDX:] = emb
 
@@ -160,7 +164,9 @@ class DatasetPreparer:
         log.info("prepared %s in %.1fs", self.processed_dir, time.perf_counter() - t0)
         return dataset
 
-    def _catalog(self, item_ids: np.ndarray, s_items: np.ndarray, role: np.ndarray, stats: Counter) -> pd.DataFrame:
+    def _catalog(
+        self, item_ids: np.ndarray, s_items: np.ndarray, role: np.ndarray, stats: Counter
+    ) -> pd.DataFrame:
         """Every item with metadata plus every interacted item, with train counts and item_idx."""
         meta = self.source.read_items()
         interacted = item_ids[np.unique(s_items)]
@@ -168,8 +174,17 @@ class DatasetPreparer:
         stats["interacted_items_without_metadata"] = len(missing_meta)
         if len(missing_meta):
             meta = pd.concat(
-                [meta, pd.DataFrame({"item_id": missing_meta.to_numpy(), "title": "", "text": "",
-                                     "categories": [[] for _ in range(len(missing_meta))]})],
+                [
+                    meta,
+                    pd.DataFrame(
+                        {
+                            "item_id": missing_meta.to_numpy(),
+                            "title": "",
+                            "text": "",
+                            "categories": [[] for _ in range(len(missing_meta))],
+                        }
+                    ),
+                ],
                 ignore_index=True,
             )
         train_counts = np.bincount(s_items[role == TRAIN], minlength=len(item_ids))

@@ -7,9 +7,7 @@ from collections.abc import Mapping, Sequence
 SEP = " [SEP] "
 
 
-def unified_text(
-    title: str, genres: Sequence[str], details: Mapping[str, str], description: str
-) -> str:
+def unified_text(title: str, genres: Sequence[str], details: Mapping[str, str], description: str) -> str:
     """``Title: … [SEP] Genre: … [SEP] Details: … [SEP] Description: …`` with empty parts omitted."""
     parts = []
     if title:

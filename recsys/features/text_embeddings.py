@@ -102,8 +102,13 @@ class SentenceTransformerEncoder(TextEncoder):
 
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
-        with torch.inference_mode(), torch.autocast(
-            "cpu" if self.device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        with (
+            torch.inference_mode(),
+            torch.autocast(
+                "cpu" if self.device == "cpu" else "cuda",
+                dtype=torch.bfloat16,
+                enabled=self.precision == "bf16",
+            ),
         ):
             emb = self.model.encode(
                 texts,
@@ -175,7 +180,9 @@ class EmbeddingCache:
             key_file.write_text(self.encoder_key + "\n")
         name = f"shard-{uuid.uuid4().hex}.safetensors"
         tmp = self.dir / f".{name}.tmp"
-        save_file({"hashes": np.ascontiguousarray(hashes), "embeddings": np.ascontiguousarray(embeddings)}, tmp)
+        save_file(
+            {"hashes": np.ascontiguousarray(hashes), "embeddings": np.ascontiguousarray(embeddings)}, tmp
+        )
         os.replace(tmp, self.dir / name)
 
 
@@ -215,5 +222,8 @@ def embed_texts(
     out = np.zeros((n, dim), dtype=np.float32)
     for i in np.flatnonzero(nonempty):
         out[i] = known[hashes[i].tobytes()]
-    return out, {"cache_hits": int(nonempty.sum()) - len(missing_rows), "encoded": len(todo),
-                 "empty_texts": int((~nonempty).sum())}
+    return out, {
+        "cache_hits": int(nonempty.sum()) - len(missing_rows),
+        "encoded": len(todo),
+        "empty_texts": int((~nonempty).sum()),
+    }

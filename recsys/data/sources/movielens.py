@@ -95,7 +95,9 @@ class MovieLensSource:
             raw = pd.read_csv(path, sep="|", header=None, encoding="latin-1", dtype=str)
             flags = raw.iloc[:, 5 : 5 + len(names)].astype(int).to_numpy(dtype=bool)
             genres = [[names[j] for j in np.flatnonzero(row)] for row in flags]
-            return pd.DataFrame({"item_id": raw[0].str.strip(), "raw_title": raw[1].fillna(""), "genres": genres})
+            return pd.DataFrame(
+                {"item_id": raw[0].str.strip(), "raw_title": raw[1].fillna(""), "genres": genres}
+            )
         if layout == "ml-1m":
             lines = path.read_text(encoding="latin-1").splitlines()
             parts = [line.split("::", 2) for line in lines if line.strip()]
@@ -131,5 +133,10 @@ class MovieLensSource:
             texts.append(unified_text(title, genres, {"Year": year} if year else {}, ""))
         self.stats["movies_records_read"] = len(movies)
         return pd.DataFrame(
-            {"item_id": movies["item_id"].to_numpy(), "title": titles, "text": texts, "categories": categories}
+            {
+                "item_id": movies["item_id"].to_numpy(),
+                "title": titles,
+                "text": texts,
+                "categories": categories,
+            }
         )

@@ -133,7 +133,9 @@ def _genre_sampler(cat: SyntheticCatalog, weights: np.ndarray, n_genres: int):
     return sample, has_items
 
 
-def generate_interactions(cfg: SyntheticConfig, cat: SyntheticCatalog, rng: np.random.Generator) -> pd.DataFrame:
+def generate_interactions(
+    cfg: SyntheticConfig, cat: SyntheticCatalog, rng: np.random.Generator
+) -> pd.DataFrame:
     n_genres = len(vocab.GENRES)
     U = cfg.n_users
     regular_sample, regular_has = _genre_sampler(cat, cat.weights, n_genres)
@@ -191,18 +193,27 @@ def generate_interactions(cfg: SyntheticConfig, cat: SyntheticCatalog, rng: np.r
     verified = np.concatenate([verified, verified[dup]])
     order = rng.permutation(len(user))
     return pd.DataFrame(
-        {"user": user[order], "item": item[order], "timestamp": ts[order],
-         "rating": rating[order], "verified": verified[order]}
+        {
+            "user": user[order],
+            "item": item[order],
+            "timestamp": ts[order],
+            "rating": rating[order],
+            "verified": verified[order],
+        }
     )
 
 
 def _user_ids(n: int, rng: np.random.Generator) -> np.ndarray:
     raw = rng.integers(0, 16, size=(n, 27))
     digits = np.array(list("0123456789ABCDEF"))[raw]
-    return np.char.add("A", np.array(["".join(row) for row in digits], dtype=object).astype(str)).astype(object)
+    return np.char.add("A", np.array(["".join(row) for row in digits], dtype=object).astype(str)).astype(
+        object
+    )
 
 
-def _write_jsonl_gz(path: Path, chunks: Iterator[str], rng: np.random.Generator, malformed_rate: float) -> dict:
+def _write_jsonl_gz(
+    path: Path, chunks: Iterator[str], rng: np.random.Generator, malformed_rate: float
+) -> dict:
     """Write JSON-lines text chunks, corrupting a few lines and inserting blank ones on purpose."""
     counts = {"malformed": 0, "blank": 0}
     tmp = path.with_name(path.name + ".tmp")
@@ -261,12 +272,15 @@ def _meta_frame(cfg: SyntheticConfig, cat: SyntheticCatalog, rng: np.random.Gene
 
     second = np.where(cat.genres[:, 1] >= 0, cat.genres[:, 1], primary)
     desc_words = np.stack(
-        [genre_word(primary) for _ in range(6)] + [genre_word(second) for _ in range(3)]
-        + [_pick(rng, vocab.COMMON_WORDS, n) for _ in range(3)], axis=1
+        [genre_word(primary) for _ in range(6)]
+        + [genre_word(second) for _ in range(3)]
+        + [_pick(rng, vocab.COMMON_WORDS, n) for _ in range(3)],
+        axis=1,
     )
     html = rng.random(n) < 0.2
     descriptions = [
-        [f"<p>A {' '.join(row[:6])} tale &amp; {' '.join(row[6:])}.</p><br/>"] if h
+        [f"<p>A {' '.join(row[:6])} tale &amp; {' '.join(row[6:])}.</p><br/>"]
+        if h
         else [f"A {' '.join(row[:6])} tale of {' '.join(row[6:])}."]
         for row, h in zip(desc_words, html, strict=True)
     ]
@@ -318,8 +332,13 @@ def _meta_frame(cfg: SyntheticConfig, cat: SyntheticCatalog, rng: np.random.Gene
     )
 
 
-def _review_frame(cfg: SyntheticConfig, inter: pd.DataFrame, cat: SyntheticCatalog, user_ids: np.ndarray,
-                  rng: np.random.Generator) -> pd.DataFrame:
+def _review_frame(
+    cfg: SyntheticConfig,
+    inter: pd.DataFrame,
+    cat: SyntheticCatalog,
+    user_ids: np.ndarray,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
     n = len(inter)
     text = _pick(rng, vocab.REVIEW_PHRASES, n)
     if cfg.review_text_words > 0:
@@ -356,11 +375,15 @@ def generate(cfg: SyntheticConfig, raw_dir: str | Path, reviews_file: str, meta_
     cat = build_catalog(cfg, rng)
     inter = generate_interactions(cfg, cat, rng)
     user_ids = _user_ids(cfg.n_users, rng)
-    meta_counts = _write_jsonl_gz(raw_dir / meta_file, _frame_chunks(_meta_frame(cfg, cat, rng)), rng,
-                                  cfg.malformed_rate)
-    review_counts = _write_jsonl_gz(raw_dir / reviews_file,
-                                    _frame_chunks(_review_frame(cfg, inter, cat, user_ids, rng)),
-                                    rng, cfg.malformed_rate)
+    meta_counts = _write_jsonl_gz(
+        raw_dir / meta_file, _frame_chunks(_meta_frame(cfg, cat, rng)), rng, cfg.malformed_rate
+    )
+    review_counts = _write_jsonl_gz(
+        raw_dir / reviews_file,
+        _frame_chunks(_review_frame(cfg, inter, cat, user_ids, rng)),
+        rng,
+        cfg.malformed_rate,
+    )
     return {"n_items": cfg.n_items, "n_reviews": len(inter), "meta": meta_counts, "reviews": review_counts}
 
 
@@ -380,9 +403,9 @@ class SyntheticAmazonSource(AmazonReviewsSource):
     def ensure_generated(self) -> None:
         marker = Path(self.raw_dir) / "generator.json"
         wanted = asdict(self.generator)
-        if marker.is_file() and self.reviews_path.is_file() and self.meta_path.is_file():
-            if json.loads(marker.read_text()).get("config") == wanted:
-                return
+        files_there = marker.is_file() and self.reviews_path.is_file() and self.meta_path.is_file()
+        if files_there and json.loads(marker.read_text()).get("config") == wanted:
+            return
         written = generate(self.generator, self.raw_dir, self.reviews_file, self.meta_file)
         write_json_atomic(marker, {"config": wanted, "written": written})
 

@@ -21,12 +21,18 @@ GENRES: tuple[tuple[str, str], ...] = (
     ("Exercise & Fitness", "workout yoga cardio pilates stretch abs toning strength routine trainer"),
     ("Holidays & Seasonal", "christmas santa snowman holiday reindeer elves sleigh mistletoe carol ornament"),
     ("Horror", "haunted ghost curse demon nightmare zombie crypt possession scream slasher"),
-    ("Independently Distributed", "indie festival lowbudget arthouse quirky handheld drifter diner roadtrip basement"),
+    (
+        "Independently Distributed",
+        "indie festival lowbudget arthouse quirky handheld drifter diner roadtrip basement",
+    ),
     ("Art House & International", "paris madrid berlin subtitles cinema villa amour riviera café seine"),
     ("LGBTQ", "pride coming-out queer identity drag ballroom acceptance partner rainbow chosen-family"),
     ("Military & War", "battalion soldier trench bomber frontline sergeant warfare platoon invasion medal"),
     ("Music Videos & Concerts", "concert guitar tour live band encore stadium rockstar album setlist"),
-    ("Musicals & Performing Arts", "broadway ballet musical stage opera choreography chorus duet overture curtain"),
+    (
+        "Musicals & Performing Arts",
+        "broadway ballet musical stage opera choreography chorus duet overture curtain",
+    ),
     ("Mystery & Thrillers", "whodunit clue suspect manor murder sleuth riddle inspector secret locked-room"),
     ("Romance", "love kiss romance heartbreak proposal soulmate valentine courtship wedding affair"),
     ("Science Fiction", "spaceship alien galaxy robot android starship cyborg planet wormhole laser"),
@@ -34,7 +40,10 @@ GENRES: tuple[tuple[str, str], ...] = (
     ("Suspense", "stalker conspiracy paranoia hostage fugitive psychological countdown spy assassin ransom"),
     ("TV Series", "season episode pilot finale miniseries showrunner binge sitcom cliffhanger spinoff"),
     ("Westerns", "cowboy sheriff saloon outlaw ranch frontier gunslinger posse stagecoach desert"),
-    ("Military & War", "wwii resistance submarine general occupation allied regiment siege armistice spitfire"),
+    (
+        "Military & War",
+        "wwii resistance submarine general occupation allied regiment siege armistice spitfire",
+    ),
 )
 
 COMMON_WORDS = (

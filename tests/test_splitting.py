@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.data.splitting import (
+    HISTORY_ONLY,
+    TEST,
+    TRAIN,
+    VAL,
+    GlobalTemporalSplitter,
+    LeaveOneOutSplitter,
+    history_rows,
+    sequence_order,
+)
+
+
+def test_sequence_order_is_stable_on_ties():
+    users = np.array([1, 0, 1, 0, 1])
+    ts = np.array([5, 7, 5, 7, 1])
+    assert sequence_order(users, ts).tolist() == [1, 3, 4, 0, 2]  # ties keep source order
+
+
+def test_leave_one_out_roles():
+    users = np.array([0, 0, 0, 0, 1, 1, 2])
+    roles = LeaveOneOutSplitter().assign(users, np.arange(7))
+    assert roles.tolist() == [TRAIN, TRAIN, VAL, TEST, TRAIN, TEST, TRAIN]
+
+
+def test_leave_one_out_tie_takes_last_source_row_as_test():
+    users = np.array([0, 0, 0, 0])
+    items = np.array([10, 11, 12, 13])
+    ts = np.array([1, 2, 2, 2])  # three rows share the last timestamp
+    order = sequence_order(users, ts)
+    roles = LeaveOneOutSplitter().assign(users[order], ts[order])
+    assert items[order][roles == TEST].tolist() == [13]
+    assert items[order][roles == VAL].tolist() == [12]
+
+
+def test_global_temporal_no_future_in_history():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(50), 10)
+    ts = rng.integers(0, 1000, len(users))
+    order = sequence_order(users, ts)
+    su, st = users[order], ts[order]
+    items = np.arange(len(su))
+    split = GlobalTemporalSplitter(0.7, 0.85)
+    roles = split.assign(su, st)
+    t_val, t_test = np.quantile(st, [0.7, 0.85])
+    assert (st[roles == TRAIN] < t_val).all()
+    assert ((st[roles == VAL] >= t_val) & (st[roles == VAL] < t_test)).all()
+    assert (st[roles == TEST] >= t_test).all()
+    assert set(np.unique(roles)) <= {TRAIN, VAL, TEST, HISTORY_ONLY}
+    for label in (VAL, TEST):
+        rows = history_rows(su, items, st, np.flatnonzero(roles == label), max_history=1000)
+        for user, hist, target in zip(
+            rows["user_idx"].to_pylist(), rows["history"].to_pylist(), rows["target"].to_pylist(), strict=True
+        ):
+            assert all(st[h] <= st[target] for h in hist)
+            assert st[target] >= (t_val if label == VAL else t_test)
+            assert np.unique(su[hist]).tolist() == [user]
+        assert len(set(rows["user_idx"].to_pylist())) == len(rows["user_idx"])  # one row per user
+
+
+def test_global_temporal_rejects_bad_quantiles():
+    with pytest.raises(ValueError, match="val_quantile < test_quantile"):
+        GlobalTemporalSplitter(0.9, 0.8)
+
+
+def test_history_rows_match_bruteforce():
+    rng = np.random.default_rng(1)
+    users = np.sort(rng.integers(0, 20, 400))
+    items = rng.integers(2, 500, 400)
+    ts = np.arange(400)
+    targets = np.flatnonzero(rng.random(400) < 0.5)
+    cap = 7
+    rows = history_rows(users, items, ts, targets, max_history=cap)
+    expected = []
+    for t in targets:
+        prev = [i for i in range(t) if users[i] == users[t]][-cap:]
+        if prev:
+            expected.append((users[t], items[prev].tolist(), items[t], ts[t]))
+    got = list(
+        zip(
+            rows["user_idx"].to_pylist(),
+            rows["history"].to_pylist(),
+            rows["target"].to_pylist(),
+            rows["timestamp"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert got == expected
+    assert max(len(h) for _, h, _, _ in got) == cap
