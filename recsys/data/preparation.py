@@ -26,10 +26,40 @@ from recsys.utils.artifacts import ManifestError, read_manifest
 log = logging.getLogger(__name__)
 
 
+def peak_rss_gib() -> float:
+    """The process's peak resident memory so far (Linux VmHWM), in GiB; 0 where unavailable."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024**2, 3)
+    except OSError:
+        pass
+    return 0.0
+
+
 def _describe(component: Any) -> dict[str, Any]:
     fields = asdict(component) if is_dataclass(component) else dict(vars(component))
     fields = {k: v for k, v in fields.items() if not k.startswith("_") and k != "stats"}
     return {"type": f"{type(component).__module__}.{type(component).__qualname__}", **fields}
+
+
+class IdEncoder:
+    """Incremental string -> dense int code map, fed block by block (codes in first-seen order)."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        codes, uniques = pd.factorize(values)  # block-local, in C
+        index = self._index
+        mapping = np.fromiter(
+            (index.setdefault(u, len(index)) for u in uniques.tolist()), dtype=np.int64, count=len(uniques)
+        )
+        return mapping[codes].astype(np.int32)
+
+    def ids(self) -> np.ndarray:
+        return np.array(list(self._index), dtype=object)
 
 
 def index_items(catalog_ids: np.ndarray, warm_ids: set[str]) -> np.ndarray:
@@ -97,36 +127,69 @@ class DatasetPreparer:
             log.warning("%s was prepared with a different config; preparing again", self.processed_dir)
         return self.run()
 
-    def _read_interactions(self, stats: Counter) -> pd.DataFrame:
-        blocks = [self.filters.apply_row_filters(block, stats) for block in self.source.iter_interactions()]
-        blocks = [b for b in blocks if len(b)]
-        if not blocks:
+    def _read_interactions(
+        self, stats: Counter
+    ) -> tuple[IdEncoder, IdEncoder, np.ndarray, np.ndarray, np.ndarray]:
+        """Stream blocks through the row filters, keeping only integer codes and timestamps.
+
+        Memory grows with the number of distinct users/items, not with the number of rows.
+        """
+        users, items = IdEncoder(), IdEncoder()
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for block in self.source.iter_interactions():
+            block = self.filters.apply_row_filters(block, stats)
+            if len(block):
+                parts.append(
+                    (
+                        users.encode(block["user_id"]),
+                        items.encode(block["item_id"]),
+                        block["timestamp"].to_numpy(dtype=np.int64),
+                    )
+                )
+        if not parts:
             raise DataFormatError(
                 f"{self.source.name}: no interactions survive the row filters {self.filters}"
             )
-        return pd.concat(blocks, ignore_index=True)
+        user_codes, item_codes, timestamps = (np.concatenate(col) for col in zip(*parts, strict=True))
+        return users, items, user_codes, item_codes, timestamps
 
     def run(self) -> PreparedDataset:
         t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        peak_rss: dict[str, float] = {}
+        clock = [t0]
+
+        def lap(name: str) -> None:
+            now = time.perf_counter()
+            timings[name] = round(now - clock[0], 3)
+            peak_rss[name] = peak_rss_gib()
+            clock[0] = now
+
         stats: Counter = Counter()
-        frame = self._read_interactions(stats)
-        user_codes, user_ids = pd.factorize(frame["user_id"], sort=True)
-        item_codes, item_ids = pd.factorize(frame["item_id"], sort=True)
-        timestamps = frame["timestamp"].to_numpy(dtype=np.int64)
-        del frame
+        user_enc, item_enc, user_codes, item_codes, timestamps = self._read_interactions(stats)
+        user_ids, item_ids = user_enc.ids(), item_enc.ids()
+        del user_enc, item_enc
+        lap("read_interactions")
         keep = apply_pair_filters(user_codes, item_codes, timestamps, self.filters, stats)
         user_codes, item_codes, timestamps = user_codes[keep], item_codes[keep], timestamps[keep]
         if len(user_codes) == 0:
             raise DataFormatError(f"{self.source.name}: no interactions survive the filters {self.filters}")
-        # Re-code users densely over the survivors (sorted by id, so user_idx is deterministic).
-        used_users, user_idx = np.unique(user_codes, return_inverse=True)
-        user_ids = np.asarray(user_ids, dtype=object)[used_users]
+        # Re-code users densely over the survivors, ordered by id string: user_idx does not
+        # depend on file order.
+        used_users, dense = np.unique(user_codes, return_inverse=True)
+        by_id = np.argsort(user_ids[used_users].astype(str), kind="stable")
+        rank = np.empty_like(by_id)
+        rank[by_id] = np.arange(len(by_id))
+        user_idx = rank[dense]
+        user_ids = user_ids[used_users][by_id]
 
         order = sequence_order(user_idx, timestamps)
         s_users, s_items, s_ts = user_idx[order], item_codes[order], timestamps[order]
         role = self.splitter.assign(s_users, s_ts)
+        lap("filter_and_split")
 
-        items = self._catalog(np.asarray(item_ids, dtype=object), s_items, role, stats)
+        items = self._catalog(item_ids, s_items, role, stats)
+        lap("read_items")
         code_to_idx = np.full(len(item_ids), -1, dtype=np.int64)
         position = pd.Index(item_ids).get_indexer(items["item_id"].to_numpy())
         has_code = position >= 0  # metadata-only items never occur in interactions
@@ -136,8 +199,12 @@ class DatasetPreparer:
         splits = {}
         for name, label in (("train", TRAIN), ("val", VAL), ("test", TEST)):
             columns = history_rows(s_users, s_items, s_ts, np.flatnonzero(role == label), self.max_history)
-            columns["user_id"] = pa.array(user_ids[columns["user_idx"].to_numpy()].astype(str))
+            columns["user_id"] = pa.chunked_array(
+                [pa.array(user_ids[chunk.to_numpy()].astype(str)) for chunk in columns["user_idx"].chunks],
+                type=pa.string(),
+            )
             splits[name] = pa.table(columns)
+        lap("build_rows")
 
         texts = items.sort_values("item_idx")["text"].tolist()
         emb, emb_stats = embed_texts(
@@ -145,6 +212,7 @@ class DatasetPreparer:
         )
         text_embeddings = np.zeros((len(items) + FIRST_ITEM_IDX, emb.shape[1]), dtype=np.float32)
         text_embeddings[FIRST_ITEM_IDX:] = emb
+        lap("text_embeddings")
 
         info = {
             "source": self.source.name,
@@ -158,9 +226,12 @@ class DatasetPreparer:
             "n_rows": {name: table.num_rows for name, table in splits.items()},
             "filter_stats": {**dict(sorted(stats.items())), **dict(sorted(self.source.stats.items()))},
             "text_embeddings": {"dim": int(emb.shape[1]), **emb_stats},
-            "prepare_seconds": round(time.perf_counter() - t0, 2),
+            "timings": timings,
+            "peak_rss_gib_after": peak_rss,
         }
         dataset = PreparedDataset.write(self.processed_dir, items, splits, text_embeddings, info)
+        lap("write")
+        dataset.manifest["timings"] = timings  # the write time is known only after the manifest
         log.info("prepared %s in %.1fs", self.processed_dir, time.perf_counter() - t0)
         return dataset
 

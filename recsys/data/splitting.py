@@ -80,35 +80,50 @@ class GlobalTemporalSplitter:
         return role
 
 
+def _history_chunk(
+    sorted_items: np.ndarray, start: np.ndarray, targets: np.ndarray, max_history: int
+) -> tuple[pa.Array, np.ndarray]:
+    hstart = np.maximum(start[targets], targets - max_history)
+    keep = targets > hstart
+    targets, hstart = targets[keep], hstart[keep]
+    lengths = (targets - hstart).astype(np.int32)
+    offsets = np.zeros(len(targets) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.arange(offsets[-1], dtype=np.int64)
+    flat += np.repeat(hstart - offsets[:-1], lengths)
+    history = pa.ListArray.from_arrays(
+        pa.array(offsets.astype(np.int32)), pa.array(sorted_items[flat].astype(np.int32))
+    )
+    return history, targets
+
+
 def history_rows(
     sorted_users: np.ndarray,
     sorted_items: np.ndarray,
     sorted_timestamps: np.ndarray,
     targets: np.ndarray,
     max_history: int,
-) -> dict[str, pa.Array]:
+    chunk_rows: int = 1 << 18,
+) -> dict[str, pa.ChunkedArray]:
     """Columns ``user_idx, history, target, timestamp`` for the given target rows, vectorized.
 
     Each history is the user's items strictly before the target, oldest first, capped to the
-    most recent ``max_history``; rows with an empty history are dropped.
+    most recent ``max_history``; rows with an empty history are dropped. Rows are built in
+    chunks so temporary index arrays stay bounded (≈ chunk_rows × max_history).
     """
     start, _, _ = user_bounds(sorted_users)
     targets = np.asarray(targets, dtype=np.int64)
-    hstart = np.maximum(start[targets], targets - max_history)
-    keep = targets > hstart
-    targets, hstart = targets[keep], hstart[keep]
-    lengths = targets - hstart
-    offsets = np.zeros(len(targets) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.arange(offsets[-1], dtype=np.int64) + np.repeat(hstart - offsets[:-1], lengths)
-    offset_type = np.int32 if offsets[-1] < np.iinfo(np.int32).max else np.int64
-    list_type = pa.ListArray if offset_type is np.int32 else pa.LargeListArray
-    history = list_type.from_arrays(
-        pa.array(offsets.astype(offset_type)), pa.array(sorted_items[flat].astype(np.int32))
-    )
-    return {
-        "user_idx": pa.array(sorted_users[targets].astype(np.int32)),
-        "history": history,
-        "target": pa.array(sorted_items[targets].astype(np.int32)),
-        "timestamp": pa.array(sorted_timestamps[targets].astype(np.int64)),
+    columns: dict[str, list] = {"user_idx": [], "history": [], "target": [], "timestamp": []}
+    for lo in range(0, max(len(targets), 1), chunk_rows):
+        history, kept = _history_chunk(sorted_items, start, targets[lo : lo + chunk_rows], max_history)
+        columns["history"].append(history)
+        columns["user_idx"].append(pa.array(sorted_users[kept].astype(np.int32)))
+        columns["target"].append(pa.array(sorted_items[kept].astype(np.int32)))
+        columns["timestamp"].append(pa.array(sorted_timestamps[kept].astype(np.int64)))
+    types = {
+        "user_idx": pa.int32(),
+        "history": pa.list_(pa.int32()),
+        "target": pa.int32(),
+        "timestamp": pa.int64(),
     }
+    return {name: pa.chunked_array(parts, type=types[name]) for name, parts in columns.items()}

@@ -34,3 +34,17 @@ def print_summary(title: str, values: dict[str, Any]) -> None:
     for key, value in values.items():
         table.add_row(str(key), f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
+
+
+def instantiate_list(cfg: Any) -> list:
+    """Instantiate every ``_target_`` node of a name-keyed config group (callbacks, loggers)."""
+    import hydra
+    from omegaconf import DictConfig
+
+    if not cfg:
+        return []
+    return [
+        hydra.utils.instantiate(node)
+        for node in cfg.values()
+        if isinstance(node, DictConfig) and "_target_" in node
+    ]

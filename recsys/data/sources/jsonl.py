@@ -18,6 +18,7 @@ import pyarrow.json as pj
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BISECT_MIN_LINES = 16
+_SUB_BATCH_LINES = 2048
 
 
 class DataFormatError(ValueError):
@@ -92,27 +93,47 @@ class JsonlTableReader:
             pa.BufferReader(chunk), read_options=self._read_options, parse_options=self._parse_options
         )
 
-    def _parse(self, chunk: bytes) -> tuple[list[pa.Table], int]:
-        """Parse ``chunk``; return the tables of the good lines and the number of bad lines."""
+    def _try_read(self, chunk: bytes) -> pa.Table | None:
         try:
-            return [self._read(chunk)], 0
+            return self._read(chunk)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            pass
-        lines = chunk.split(b"\n")
+            return None
+
+    def _parse_lines(self, lines: list[bytes]) -> tuple[list[pa.Table], int]:
+        """Bisect a list of lines until the unparseable ones are isolated."""
+        table = self._try_read(b"\n".join(lines))
+        if table is not None:
+            return [table], 0
         if len(lines) <= _BISECT_MIN_LINES:
             tables, bad = [], 0
             for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    tables.append(self._read(line))
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                    bad += 1
+                if line.strip():
+                    one = self._try_read(line)
+                    bad += one is None
+                    if one is not None:
+                        tables.append(one)
             return tables, bad
         mid = len(lines) // 2
-        left, bad_left = self._parse(b"\n".join(lines[:mid]))
-        right, bad_right = self._parse(b"\n".join(lines[mid:]))
+        left, bad_left = self._parse_lines(lines[:mid])
+        right, bad_right = self._parse_lines(lines[mid:])
         return left + right, bad_left + bad_right
+
+    def _parse(self, chunk: bytes) -> tuple[list[pa.Table], int]:
+        """Parse ``chunk``; return the tables of the good lines and the number of bad lines.
+
+        A failing block is split into lines once and retried in sub-batches; only sub-batches
+        that fail are bisected, so a bad line costs a few small parses, not a re-split.
+        """
+        table = self._try_read(chunk)
+        if table is not None:
+            return [table], 0
+        lines = chunk.split(b"\n")
+        tables, bad = [], 0
+        for start in range(0, len(lines), _SUB_BATCH_LINES):
+            got, n_bad = self._parse_lines(lines[start : start + _SUB_BATCH_LINES])
+            tables += got
+            bad += n_bad
+        return tables, bad
 
     def _valid_mask(self, table: pa.Table) -> pa.ChunkedArray | None:
         mask = None

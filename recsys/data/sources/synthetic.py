@@ -38,9 +38,9 @@ class SyntheticConfig:
     n_items: int = 3000
     n_users: int = 2000
     mean_length: float = 30.0
-    min_length: int = 6
+    min_length: int = 10
     max_length: int = 300
-    zipf_exponent: float = 1.0
+    zipf_exponent: float = 0.9
     never_reviewed_fraction: float = 0.1
     fresh_item_fraction: float = 0.02
     p_fresh_final: float = 0.15
@@ -212,9 +212,9 @@ def _user_ids(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _write_jsonl_gz(
-    path: Path, chunks: Iterator[str], rng: np.random.Generator, malformed_rate: float
+    path: Path, chunks: Iterator[str], rng: np.random.Generator, malformed_rate: float, corrupt: bool = True
 ) -> dict:
-    """Write JSON-lines text chunks, corrupting a few lines and inserting blank ones on purpose."""
+    """Write JSON-lines text chunks, inserting blank lines (and, if ``corrupt``, truncated records)."""
     counts = {"malformed": 0, "blank": 0}
     tmp = path.with_name(path.name + ".tmp")
     with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as fh:
@@ -223,7 +223,7 @@ def _write_jsonl_gz(
                 lines = text.rstrip("\n").split("\n")
                 bad = np.flatnonzero(rng.random(len(lines)) < malformed_rate)
                 for i in bad:
-                    if i % 2:
+                    if corrupt and i % 2:
                         lines[i] = lines[i][: max(1, len(lines[i]) // 2)]  # truncated record
                         counts["malformed"] += 1
                     else:
@@ -375,8 +375,10 @@ def generate(cfg: SyntheticConfig, raw_dir: str | Path, reviews_file: str, meta_
     cat = build_catalog(cfg, rng)
     inter = generate_interactions(cfg, cat, rng)
     user_ids = _user_ids(cfg.n_users, rng)
+    # Metadata gets blank lines only: a corrupted record would drop its item from the catalog,
+    # and the catalog size is part of the reference scale.
     meta_counts = _write_jsonl_gz(
-        raw_dir / meta_file, _frame_chunks(_meta_frame(cfg, cat, rng)), rng, cfg.malformed_rate
+        raw_dir / meta_file, _frame_chunks(_meta_frame(cfg, cat, rng)), rng, cfg.malformed_rate, corrupt=False
     )
     review_counts = _write_jsonl_gz(
         raw_dir / reviews_file,

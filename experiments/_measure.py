@@ -1,0 +1,38 @@
+"""Run a stage in a child process and report its wall time and peak RSS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def run_child(argv: list[str], cwd: Path) -> dict:
+    """Run ``python argv…``; the child prints one JSON line last; add wall time and peak RSS."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {argv} failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = round(wall, 2)
+    return result
+
+
+def peak_rss_gib() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
+
+
+def append_results(title: str, command: str, body: str) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = f"\n## {title} ({stamp})\n\nCommand: `{command}`\n\n{body.rstrip()}\n"
+    if not RESULTS.exists():
+        RESULTS.write_text("# Recorded results\n\nEvery figure below was printed by the command shown above it.\n")
+    with RESULTS.open("a") as fh:
+        fh.write(text)

@@ -1,0 +1,119 @@
+"""Retrieval metrics over the full catalog, kept as sums so distributed reduction is exact.
+
+Definitions (one target per user; r = number of catalog items that outrank the target, with
+seen items excluded and ties pessimistic):
+- recall@k = 1[r < k];  ndcg@k = 1[r < k] / log2(r + 2);  mrr = 1 / (r + 1)
+- coverage@k = |∪ users' top-k| / catalog size
+- diversity@k = 1 − mean pairwise cosine of the top-k items' *text* embeddings (model-independent,
+  so models and the popularity baseline are comparable)
+- novelty@k = mean over top-k items of −log2 p(i), p(i) = (train_count + 1) / (Σ train_count + n)
+Segments: ``cold`` / ``warm`` = users whose target item is not / is warm (seen in training).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+SEGMENTS = ("all", "cold", "warm")
+
+
+class FullCatalogRetrievalMetrics(Metric):
+    full_state_update = False
+
+    def __init__(
+        self,
+        ks: list[int],
+        n_catalog: int,
+        is_warm: np.ndarray | torch.Tensor,
+        train_counts: np.ndarray | torch.Tensor | None = None,
+        text_embeddings: np.ndarray | torch.Tensor | None = None,
+        list_metrics: bool = True,
+    ):
+        """``is_warm``/``train_counts``/``text_embeddings`` are indexed by item_idx (n_catalog + 2 rows)."""
+        super().__init__()
+        self.ks = sorted(int(k) for k in ks)
+        self.n_catalog = n_catalog
+        self.list_metrics = list_metrics
+        n_k, n_seg = len(self.ks), len(SEGMENTS)
+        self.register_buffer(
+            "is_warm", torch.as_tensor(np.asarray(is_warm), dtype=torch.bool), persistent=False
+        )
+        self.add_state("count", torch.zeros(n_seg, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("hits", torch.zeros(n_seg, n_k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("ndcg", torch.zeros(n_seg, n_k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("rr", torch.zeros(n_seg, dtype=torch.float64), dist_reduce_fx="sum")
+        if list_metrics:
+            counts = torch.as_tensor(np.asarray(train_counts), dtype=torch.float64)
+            prob = (counts + 1) / (counts[2:].sum() + n_catalog)
+            self.register_buffer("self_info", -torch.log2(prob).float(), persistent=False)
+            text = torch.as_tensor(np.asarray(text_embeddings), dtype=torch.float32)
+            self.register_buffer("text", text, persistent=False)
+            self.register_buffer("text_sq_norm", (text**2).sum(dim=1), persistent=False)
+            self.add_state(
+                "covered", torch.zeros(n_k, n_catalog + 2, dtype=torch.int32), dist_reduce_fx="sum"
+            )
+            self.add_state("diversity", torch.zeros(n_seg, n_k, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state("novelty", torch.zeros(n_seg, n_k, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _segments(self, targets: torch.Tensor) -> torch.Tensor:
+        warm = self.is_warm[targets]
+        return torch.stack([torch.ones_like(warm), ~warm, warm]).to(torch.float64)  # [3, B]
+
+    def update(self, ranks: torch.Tensor, targets: torch.Tensor, topk: torch.Tensor | None = None) -> None:
+        seg = self._segments(targets)
+        ranks = ranks.to(torch.float64)
+        ks = torch.tensor(self.ks, dtype=torch.float64, device=ranks.device)
+        hit = (ranks[:, None] < ks[None, :]).to(torch.float64)  # [B, K]
+        self.count += seg.sum(dim=1)
+        self.hits += seg @ hit
+        self.ndcg += seg @ (hit / torch.log2(ranks[:, None] + 2))
+        self.rr += seg @ (1.0 / (ranks + 1))
+        if self.list_metrics and topk is not None:
+            self._update_lists(seg, topk)
+
+    def _update_lists(self, seg: torch.Tensor, topk: torch.Tensor) -> None:
+        # Running sums over the top-k prefix grow by the items between consecutive ks, gathered
+        # in slices so memory stays O(B × 128 × d) whatever k is.
+        batch = topk.shape[0]
+        vec_sum = torch.zeros(batch, self.text.shape[1], device=topk.device)
+        sq_sum = torch.zeros(batch, device=topk.device)
+        info_sum = torch.zeros(batch, device=topk.device, dtype=torch.float64)
+        prev = 0
+        for j, k in enumerate(self.ks):
+            n = min(k, topk.shape[1])
+            for lo in range(prev, n, 128):
+                block = topk[:, lo : min(lo + 128, n)]
+                vec_sum += self.text[block].sum(dim=1)
+                sq_sum += self.text_sq_norm[block].sum(dim=1)
+                info_sum += self.self_info[block].sum(dim=1).to(torch.float64)
+            prev = n
+            self.covered[j, topk[:, :n].reshape(-1)] = 1
+            # mean pairwise cosine of unit vectors: (|Σv|² − Σ|v|²) / (n(n − 1))
+            pair_mean = ((vec_sum**2).sum(dim=1) - sq_sum) / max(n * (n - 1), 1)
+            self.diversity[:, j] += seg @ (1.0 - pair_mean).to(torch.float64)
+            self.novelty[:, j] += seg @ (info_sum / max(n, 1))
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """{segment: {metric@k: value}}; empty segments are left out."""
+        out: dict[str, dict[str, float]] = {}
+        covered = (
+            (self.covered > 0).sum(dim=1).to(torch.float64) / self.n_catalog if self.list_metrics else None
+        )
+        for s, name in enumerate(SEGMENTS):
+            n = float(self.count[s])
+            if n == 0:
+                continue
+            values = {"mrr": float(self.rr[s]) / n}
+            for j, k in enumerate(self.ks):
+                values[f"recall@{k}"] = float(self.hits[s, j]) / n
+                values[f"ndcg@{k}"] = float(self.ndcg[s, j]) / n
+                if self.list_metrics:
+                    values[f"diversity@{k}"] = float(self.diversity[s, j]) / n
+                    values[f"novelty@{k}"] = float(self.novelty[s, j]) / n
+                    if name == "all":
+                        values[f"coverage@{k}"] = float(covered[j])
+            values["n_users"] = n
+            out[name] = values
+        return out

@@ -1,0 +1,125 @@
+"""Full-catalog ranking in chunks: exact target ranks and top-K lists, seen items excluded.
+
+Hand-written rather than torchmetrics' retrieval metrics: those keep every (query, item) pair
+in memory (users × items, 44 billion pairs at the reference scale) and treat scores ≤ 0 as
+not retrieved. Here scores are produced one item chunk at a time and reduced on the fly to
+(a) the number of items that outrank the target and (b) a running top-K.
+
+Ties are ranked pessimistically: an item scoring exactly the target's score ranks above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # item_idx [M] -> scores [B, M]
+
+
+@dataclass
+class SeenItems:
+    """CSR of the items each user has interacted with before a split's targets."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int) -> SeenItems:
+        key = np.unique(users.astype(np.int64) * (1 << 32) + items.astype(np.int64))
+        u, i = key >> 32, key & 0xFFFFFFFF
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
+        return cls(indptr, i.astype(np.int64))
+
+    @classmethod
+    def for_split(cls, dataset: PreparedDataset, split: str) -> SeenItems:
+        """Every earlier item of each user: train interactions, earlier eval rows, own history.
+
+        Train rows are sliding windows over a prefix, so their targets plus the first history
+        item of each user's first row are all of a user's training interactions, whatever the
+        history cap.
+        """
+        parts_u, parts_i = [], []
+        train = dataset.read_split("train", ["user_idx", "history", "target"])
+        parts_u.append(train["user_idx"].to_numpy())
+        parts_i.append(train["target"].to_numpy())
+        first_of_user = np.unique(train["user_idx"].to_numpy(), return_index=True)[1]
+        heads = pc.list_element(train["history"].take(pa.array(first_of_user)), 0)
+        parts_u.append(train["user_idx"].to_numpy()[first_of_user])
+        parts_i.append(heads.to_numpy())
+        earlier = {"val": [], "test": ["val"]}[split]
+        for name in [*earlier, split]:
+            table = dataset.read_split(name, ["user_idx", "history", "target"])
+            hist = table["history"].combine_chunks()
+            lengths = pc.list_value_length(hist).to_numpy(zero_copy_only=False)
+            parts_u.append(np.repeat(table["user_idx"].to_numpy(), lengths))
+            parts_i.append(pc.list_flatten(hist).to_numpy())
+            if name != split:
+                parts_u.append(table["user_idx"].to_numpy())
+                parts_i.append(table["target"].to_numpy())
+        return cls.from_pairs(np.concatenate(parts_u), np.concatenate(parts_i), dataset.n_users)
+
+    def batch(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row in batch, item_idx) pairs for the given users."""
+        starts, ends = self.indptr[user_idx], self.indptr[user_idx + 1]
+        lengths = ends - starts
+        rows = np.repeat(np.arange(len(user_idx)), lengths)
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return rows, self.indices[np.repeat(starts, lengths) + offsets]
+
+
+@dataclass
+class RankResult:
+    ranks: torch.Tensor  # [B] number of non-excluded items that outrank the target
+    topk: torch.Tensor  # [B, K] item_idx, best first
+
+
+def rank_full_catalog(
+    score_fn: ScoreFn,
+    targets: torch.Tensor,
+    n_catalog: int,
+    seen_rows: np.ndarray,
+    seen_items: np.ndarray,
+    k_max: int,
+    chunk_size: int = 65_536,
+) -> RankResult:
+    """Rank every catalog item (item_idx 2 .. n_catalog + 1) for a batch of users.
+
+    Seen items never count as outranking the target and never enter the top-K; the target
+    itself is excluded from the comparison. Memory is O(B × (chunk_size + k_max)).
+    """
+    device = targets.device
+    batch = targets.shape[0]
+    target_scores = score_fn(targets).diagonal().float()
+    seen_rows_t = torch.as_tensor(seen_rows, device=device)
+    seen_items_t = torch.as_tensor(seen_items, device=device)
+    ranks = torch.zeros(batch, dtype=torch.long, device=device)
+    top_scores = torch.full((batch, 0), float("-inf"), device=device)
+    top_items = torch.zeros((batch, 0), dtype=torch.long, device=device)
+    end = FIRST_ITEM_IDX + n_catalog
+    for lo in range(FIRST_ITEM_IDX, end, chunk_size):
+        hi = min(lo + chunk_size, end)
+        items = torch.arange(lo, hi, device=device)
+        scores = score_fn(items).float()
+        in_chunk = (seen_items_t >= lo) & (seen_items_t < hi)
+        scores[seen_rows_t[in_chunk], seen_items_t[in_chunk] - lo] = float("-inf")
+        compare = scores.clone()
+        has_target = (targets >= lo) & (targets < hi)
+        rows = torch.nonzero(has_target).squeeze(1)
+        compare[rows, targets[rows] - lo] = float("-inf")
+        ranks += (compare >= target_scores[:, None]).sum(dim=1)
+        k = min(k_max, hi - lo)
+        chunk_scores, chunk_pos = scores.topk(k, dim=1)
+        merged_scores = torch.cat([top_scores, chunk_scores], dim=1)
+        merged_items = torch.cat([top_items, chunk_pos + lo], dim=1)
+        keep = min(k_max, merged_scores.shape[1])
+        top_scores, order = merged_scores.topk(keep, dim=1)
+        top_items = merged_items.gather(1, order)
+    return RankResult(ranks=ranks, topk=top_items)

@@ -1,0 +1,72 @@
+"""Sampled-softmax (InfoNCE) over mixed negatives, with each correction a small function.
+
+For a batch of B users with positives p_1..p_B, and N global negatives g_1..g_N:
+
+    logits_i = [ s(u_i, p_1) … s(u_i, p_B) | s(u_i, g_1) … s(u_i, g_N) ] / τ      (B + N columns)
+    loss     = mean_i  CE(logits_i, label = i)                   (the positive is column i)
+
+Corrections, applied to the logits before the softmax:
+- accidental hits: a column whose item equals row i's positive (other than column i itself) is
+  not a negative -> -inf;
+- logQ (Yi et al., 2019): subtract log of the expected number of times the item appears among the
+  sampled columns, per source: in-batch columns log(B · p_target(item)), global columns
+  log(N · q_sample(item)). Subtracting it from the positive column too is what makes the
+  estimator consistent with the full softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOGQ_MODES = ("none", "in_batch", "both")
+
+
+def mask_accidental_hits(
+    logits: torch.Tensor, positive_ids: torch.Tensor, column_ids: torch.Tensor
+) -> torch.Tensor:
+    """-inf where column j holds row i's positive item, except the positive's own column i."""
+    hits = positive_ids[:, None] == column_ids[None, :]
+    own = torch.zeros_like(hits)
+    own[:, : positive_ids.shape[0]] = torch.eye(positive_ids.shape[0], dtype=torch.bool, device=hits.device)
+    return logits.masked_fill(hits & ~own, float("-inf"))
+
+
+def logq_correction(logits: torch.Tensor, log_expected_count: torch.Tensor) -> torch.Tensor:
+    """Subtract each column's log expected sample count (broadcast over rows)."""
+    return logits - log_expected_count[None, :]
+
+
+def sampled_softmax_loss(
+    user: torch.Tensor,
+    positive: torch.Tensor,
+    positive_ids: torch.Tensor,
+    temperature: float,
+    negatives: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+    positive_log_q: torch.Tensor | None = None,
+    negative_log_q: torch.Tensor | None = None,
+    mask_hits: bool = True,
+) -> torch.Tensor:
+    """InfoNCE of ``user`` [B, d] against in-batch ``positive`` [B, d] and global ``negatives`` [N, d].
+
+    ``positive_log_q`` [B] / ``negative_log_q`` [N] are the log expected counts used by the logQ
+    correction (None = no correction for that source).
+    """
+    columns = positive if negatives is None else torch.cat([positive, negatives])
+    column_ids = positive_ids if negative_ids is None else torch.cat([positive_ids, negative_ids])
+    logits = user @ columns.T / temperature
+    if positive_log_q is not None or negative_log_q is not None:
+        zeros_b = torch.zeros(positive.shape[0], device=logits.device, dtype=logits.dtype)
+        zeros_n = torch.zeros(columns.shape[0] - positive.shape[0], device=logits.device, dtype=logits.dtype)
+        log_q = torch.cat(
+            [
+                positive_log_q.to(logits.dtype) if positive_log_q is not None else zeros_b,
+                negative_log_q.to(logits.dtype) if negative_log_q is not None else zeros_n,
+            ]
+        )
+        logits = logq_correction(logits, log_q)
+    if mask_hits:
+        logits = mask_accidental_hits(logits, positive_ids, column_ids)
+    labels = torch.arange(user.shape[0], device=logits.device)
+    return F.cross_entropy(logits.float(), labels)

@@ -1,0 +1,249 @@
+"""Two-tower retrieval as a LightningModule: InfoNCE training, full-catalog val/test evaluation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
+from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
+from recsys.evaluation.retrieval import SeenItems, rank_full_catalog
+from recsys.models.item_tower import ItemTower
+from recsys.models.losses import LOGQ_MODES, sampled_softmax_loss
+from recsys.models.user_tower import UserTower
+
+DEFAULT_KS = (10, 20, 50, 100, 500, 1000, 1500, 2000)
+
+
+def item_arrays(dataset: PreparedDataset) -> dict[str, np.ndarray]:
+    """Per-item_idx arrays (n_items + 2 rows): is_warm and train_count."""
+    items = dataset.items
+    n = dataset.n_items + FIRST_ITEM_IDX
+    is_warm = np.zeros(n, dtype=bool)
+    counts = np.zeros(n, dtype=np.int64)
+    idx = items["item_idx"].to_numpy()
+    is_warm[idx] = items["is_warm"].to_numpy()
+    counts[idx] = items["train_count"].to_numpy()
+    return {"is_warm": is_warm, "train_count": counts}
+
+
+class TwoTowerModule(L.LightningModule):
+    """Every constructor argument is a plain value (strings, numbers, lists, dicts), so a
+    checkpoint's hyperparameters load with ``torch.load(weights_only=True)``."""
+
+    def __init__(
+        self,
+        dataset_dir: str,
+        dim: int = 256,
+        id_dropout: float = 0.4,
+        use_text: bool = True,
+        use_id: bool = True,
+        fusion: str = "gate",
+        user_encoder: dict | None = None,
+        temperature: float = 0.07,
+        num_global_negatives: int = 4096,
+        negative_sampling: str = "uniform",
+        logq: str = "none",
+        mask_accidental_hits: bool = True,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_factor: float = 0.5,
+        lr_patience: int = 2,
+        monitor: str = "val/ndcg@10",
+        val_ks: list[int] | None = None,
+        test_ks: list[int] | None = None,
+        eval_chunk_size: int = 65_536,
+        compile: bool = False,
+    ):
+        if isinstance(user_encoder, DictConfig):
+            user_encoder = OmegaConf.to_container(user_encoder, resolve=True)
+        user_encoder = dict(user_encoder or {"_target_": "recsys.models.user_tower.lstm"})
+        val_ks = list(val_ks or [10, 20, 50])
+        test_ks = list(test_ks or DEFAULT_KS)
+        if logq not in LOGQ_MODES:
+            raise ValueError(f"logq must be one of {LOGQ_MODES}, got {logq!r}")
+        if negative_sampling not in ("uniform", "popularity"):
+            raise ValueError(
+                f"negative_sampling must be 'uniform' or 'popularity', got {negative_sampling!r}"
+            )
+        super().__init__()
+        self.save_hyperparameters()
+        dataset = PreparedDataset.load(dataset_dir, verify=False)
+        self.n_items = dataset.n_items
+        arrays = item_arrays(dataset)
+        self.item_tower = ItemTower(
+            torch.from_numpy(np.ascontiguousarray(dataset.text_embeddings(mmap=False))),
+            arrays["is_warm"],
+            dim=dim,
+            id_dropout=id_dropout,
+            use_text=use_text,
+            use_id=use_id,
+            fusion=fusion,
+        )
+        encoder = hydra.utils.instantiate(user_encoder, input_dim=dim)
+        self.user_tower = UserTower(encoder, dim)
+        if compile:
+            self.item_tower = torch.compile(self.item_tower)
+            self.user_tower = torch.compile(self.user_tower)
+        counts = torch.as_tensor(arrays["train_count"], dtype=torch.float64)
+        self.register_buffer("is_warm", torch.as_tensor(arrays["is_warm"]), persistent=False)
+        self.register_buffer("train_count", counts.float(), persistent=False)
+        # in-batch positives follow the training-target distribution
+        target_p = counts.clamp(min=1) / counts[FIRST_ITEM_IDX:].clamp(min=1).sum()
+        self.register_buffer("log_target_p", torch.log(target_p).float(), persistent=False)
+        weights = torch.zeros_like(counts)
+        weights[FIRST_ITEM_IDX:] = (
+            1.0 if negative_sampling == "uniform" else (counts[FIRST_ITEM_IDX:] + 1) ** 0.75
+        )
+        self.register_buffer("negative_p", (weights / weights.sum()).float(), persistent=False)
+        self._dataset = dataset
+        self._seen: dict[str, SeenItems] = {}
+        self._catalog: torch.Tensor | None = None
+        self.val_metrics = FullCatalogRetrievalMetrics(
+            val_ks, self.n_items, arrays["is_warm"], list_metrics=False
+        )
+        self.test_metrics = FullCatalogRetrievalMetrics(
+            test_ks,
+            self.n_items,
+            arrays["is_warm"],
+            arrays["train_count"],
+            dataset.text_embeddings(mmap=False),
+        )
+        self.popularity_metrics = FullCatalogRetrievalMetrics(
+            test_ks,
+            self.n_items,
+            arrays["is_warm"],
+            arrays["train_count"],
+            dataset.text_embeddings(mmap=False),
+        )
+        self.test_results: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- encoding
+    def encode_users(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        unique, inverse = torch.unique(history, return_inverse=True)
+        vectors = self.item_tower(unique)[inverse]
+        return self.user_tower(vectors, lengths)
+
+    @torch.no_grad()
+    def encode_catalog(self, chunk: int = 8192) -> torch.Tensor:
+        """Eval-mode embeddings of every item_idx row (rows 0/1 included, never scored)."""
+        was_training = self.item_tower.training
+        self.item_tower.eval()
+        rows = torch.arange(self.n_items + FIRST_ITEM_IDX, device=self.device)
+        out = torch.cat([self.item_tower(rows[i : i + chunk]).float() for i in range(0, len(rows), chunk)])
+        self.item_tower.train(was_training)
+        return out
+
+    # ----------------------------------------------------------------- training
+    def sample_negatives(self) -> torch.Tensor:
+        n = self.hparams.num_global_negatives
+        if n < 0:  # the whole catalog: an exact softmax
+            return torch.arange(FIRST_ITEM_IDX, self.n_items + FIRST_ITEM_IDX, device=self.device)
+        if n == 0:
+            return torch.zeros(0, dtype=torch.long, device=self.device)
+        return torch.multinomial(self.negative_p, n, replacement=True)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        history, lengths, target = batch["history"], batch["lengths"], batch["target"]
+        negatives = self.sample_negatives()
+        ids = torch.cat([history.reshape(-1), target, negatives])
+        unique, inverse = torch.unique(ids, return_inverse=True)  # each item through the tower once
+        vectors = self.item_tower(unique)[inverse]
+        n_hist, batch_size = history.numel(), target.shape[0]
+        hist_vec = vectors[:n_hist].view(*history.shape, -1)
+        pos_vec = vectors[n_hist : n_hist + batch_size]
+        neg_vec = vectors[n_hist + batch_size :]
+        user = self.user_tower(hist_vec, lengths)
+        logq = self.hparams.logq
+        pos_log_q = self.log_target_p[target] + np.log(batch_size) if logq in ("in_batch", "both") else None
+        neg_log_q = None
+        if logq == "both" and len(negatives):
+            neg_log_q = torch.log(self.negative_p[negatives] * len(negatives))
+        loss = sampled_softmax_loss(
+            user,
+            pos_vec,
+            target,
+            self.hparams.temperature,
+            negatives=neg_vec if len(negatives) else None,
+            negative_ids=negatives if len(negatives) else None,
+            positive_log_q=pos_log_q,
+            negative_log_q=neg_log_q,
+            mask_hits=self.hparams.mask_accidental_hits,
+        )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    # ----------------------------------------------------------------- evaluation
+    def seen(self, split: str) -> SeenItems:
+        if split not in self._seen:
+            self._seen[split] = SeenItems.for_split(self._dataset, split)
+        return self._seen[split]
+
+    def _rank(self, scores_of, batch: dict[str, torch.Tensor], split: str, k_max: int):
+        rows, items = self.seen(split).batch(batch["user_idx"].cpu().numpy())
+        return rank_full_catalog(
+            scores_of, batch["target"], self.n_items, rows, items, k_max, self.hparams.eval_chunk_size
+        )
+
+    def _model_scores(self, batch: dict[str, torch.Tensor]):
+        user = self.encode_users(batch["history"], batch["lengths"]).float()
+        catalog = self._catalog
+        return lambda items: user @ catalog[items].T
+
+    def on_validation_epoch_start(self) -> None:
+        self._catalog = self.encode_catalog()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        result = self._rank(self._model_scores(batch), batch, "val", max(self.val_metrics.ks))
+        self.val_metrics.update(result.ranks, batch["target"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()["all"]
+        self.val_metrics.reset()
+        self.log_dict({f"val/{k}": v for k, v in values.items() if k != "n_users"}, prog_bar=False)
+        self.log("val/ndcg@10", values["ndcg@10"], prog_bar=True)
+        self._catalog = None
+
+    def on_test_epoch_start(self) -> None:
+        self._catalog = self.encode_catalog()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        k_max = max(self.test_metrics.ks)
+        result = self._rank(self._model_scores(batch), batch, "test", k_max)
+        self.test_metrics.update(result.ranks, batch["target"], result.topk)
+        popularity = torch.log1p(self.train_count)
+        batch_size = batch["target"].shape[0]
+        pop = self._rank(
+            lambda items: popularity[items][None, :].expand(batch_size, -1), batch, "test", k_max
+        )
+        self.popularity_metrics.update(pop.ranks, batch["target"], pop.topk)
+
+    def on_test_epoch_end(self) -> None:
+        results: dict[str, float] = {}
+        for segment, values in self.test_metrics.compute().items():
+            prefix = "retrieval" if segment == "all" else f"retrieval_{segment}"
+            results.update({f"{prefix}/{k}": v for k, v in values.items()})
+        results.update({f"popularity/{k}": v for k, v in self.popularity_metrics.compute()["all"].items()})
+        self.test_metrics.reset()
+        self.popularity_metrics.reset()
+        self._catalog = None
+        self.test_results = results
+        self.log_dict({k: v for k, v in results.items() if "@" in k and k.endswith(("@10", "@50"))})
+
+    # ----------------------------------------------------------------- optimization
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=self.hparams.lr_factor, patience=self.hparams.lr_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor},
+        }

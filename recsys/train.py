@@ -1,0 +1,61 @@
+"""python -m recsys.train experiment=two_tower: fit, select on validation, test, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from recsys.utils.artifacts import write_json_atomic
+from recsys.utils.hydra_helpers import CONFIG_PATH, instantiate_list, print_summary
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    model = hydra.utils.instantiate(cfg.model, dataset_dir=str(datamodule.processed_dir))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=instantiate_list(cfg.get("callbacks")),
+        logger=instantiate_list(cfg.get("logger")),
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    metrics: dict[str, Any] = {}
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics = {
+            **model.test_results,
+            "split": "test",
+            "n_users": datamodule.dataset.n_users,
+            "n_items": datamodule.dataset.n_items,
+            "best_checkpoint": best,
+            "val_best": float(trainer.checkpoint_callback.best_model_score)
+            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None
+            else None,
+        }
+        write_json_atomic(output_dir / "metrics.json", metrics)
+        shown = {k: v for k, v in metrics.items() if k.endswith(("@10", "/mrr", "@100")) or k == "n_users"}
+        print_summary(f"test metrics ({output_dir / 'metrics.json'})", shown)
+        print(json.dumps(metrics, indent=1, sort_keys=True))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()

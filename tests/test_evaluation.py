@@ -1,0 +1,105 @@
+"""Full-catalog evaluation against brute force numpy (and torchmetrics as an oracle)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG, RetrievalRecall
+
+from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
+from recsys.evaluation.retrieval import SeenItems, rank_full_catalog
+
+N_ITEMS, N_USERS, K = 40, 12, [1, 5, 10]
+
+
+@pytest.fixture()
+def case():
+    rng = np.random.default_rng(3)
+    user = rng.normal(size=(N_USERS, 6)).astype(np.float32)
+    items = rng.normal(size=(N_ITEMS + 2, 6)).astype(np.float32)
+    targets = rng.integers(2, N_ITEMS + 2, N_USERS)
+    seen_u, seen_i = [], []
+    for u in range(N_USERS):
+        s = rng.choice(np.setdiff1d(np.arange(2, N_ITEMS + 2), [targets[u]]), size=rng.integers(0, 8), replace=False)
+        seen_u += [u] * len(s)
+        seen_i += list(s)
+    return user, items, targets, SeenItems.from_pairs(np.array(seen_u, int), np.array(seen_i, int), N_USERS)
+
+
+def brute_force(user, items, targets, seen):
+    ranks, tops = [], []
+    for u in range(N_USERS):
+        scores = items[2:] @ user[u]
+        ids = np.arange(2, N_ITEMS + 2)
+        excluded = set(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist())
+        valid = np.array([i not in excluded for i in ids])
+        t_score = items[targets[u]] @ user[u]
+        others = valid & (ids != targets[u])
+        ranks.append(int((scores[others] >= t_score).sum()))
+        order = np.argsort(-scores[valid], kind="stable")
+        tops.append(ids[valid][order])
+    return np.array(ranks), tops
+
+
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_ranks_and_topk_match_bruteforce(case, chunk):
+    user, items, targets, seen = case
+    rows, seen_items = seen.batch(np.arange(N_USERS))
+    u, it = torch.from_numpy(user), torch.from_numpy(items)
+    res = rank_full_catalog(lambda idx: u @ it[idx].T, torch.from_numpy(targets), N_ITEMS, rows, seen_items,
+                            k_max=10, chunk_size=chunk)
+    ranks, tops = brute_force(user, items, targets, seen)
+    assert res.ranks.tolist() == ranks.tolist()
+    for u_ in range(N_USERS):
+        assert res.topk[u_].tolist() == tops[u_][:10].tolist()
+        excluded = set(seen.indices[seen.indptr[u_] : seen.indptr[u_ + 1]].tolist())
+        assert not excluded & set(res.topk[u_].tolist())  # seen items never recommended
+
+
+def test_metric_values_match_formulas_and_torchmetrics(case):
+    user, items, targets, seen = case
+    rows, seen_items = seen.batch(np.arange(N_USERS))
+    u, it = torch.from_numpy(user), torch.from_numpy(items)
+    res = rank_full_catalog(lambda idx: u @ it[idx].T, torch.from_numpy(targets), N_ITEMS, rows, seen_items, 10)
+    is_warm = np.zeros(N_ITEMS + 2, bool)
+    is_warm[2:20] = True
+    counts = np.arange(N_ITEMS + 2)
+    text = items / np.linalg.norm(items, axis=1, keepdims=True)
+    metric = FullCatalogRetrievalMetrics(K, N_ITEMS, is_warm, counts, text)
+    metric.update(res.ranks[:5], torch.from_numpy(targets[:5]), res.topk[:5])  # two batches accumulate
+    metric.update(res.ranks[5:], torch.from_numpy(targets[5:]), res.topk[5:])
+    out = metric.compute()
+    ranks, tops = brute_force(user, items, targets, seen)
+    for k in K:
+        assert out["all"][f"recall@{k}"] == pytest.approx(np.mean(ranks < k))
+        assert out["all"][f"ndcg@{k}"] == pytest.approx(np.mean((ranks < k) / np.log2(ranks + 2)))
+        cold = ~is_warm[targets]
+        assert out["cold"][f"recall@{k}"] == pytest.approx(np.mean(ranks[cold] < k))
+        assert out["all"][f"coverage@{k}"] == pytest.approx(len(set(np.concatenate([t[:k] for t in tops]))) / N_ITEMS)
+        sims = [text[t[:k]] @ text[t[:k]].T for t in tops]
+        div = np.mean([1 - (s.sum() - np.trace(s)) / (k * (k - 1)) if k > 1 else 1.0 for s in sims])
+        assert out["all"][f"diversity@{k}"] == pytest.approx(div, abs=1e-5)
+        p = (counts + 1) / (counts[2:].sum() + N_ITEMS)
+        assert out["all"][f"novelty@{k}"] == pytest.approx(np.mean([-np.log2(p[t[:k]]).mean() for t in tops]), rel=1e-5)
+    assert out["all"]["mrr"] == pytest.approx(np.mean(1 / (ranks + 1)))
+
+    # torchmetrics as an oracle on the same case: score every non-excluded item per user
+    preds, target, indexes = [], [], []
+    for q in range(N_USERS):
+        excluded = set(seen.indices[seen.indptr[q] : seen.indptr[q + 1]].tolist())
+        ids = [i for i in range(2, N_ITEMS + 2) if i not in excluded]
+        s = items[ids] @ user[q]
+        preds += list(s - s.min() + 1.0)  # torchmetrics ignores scores <= 0; shift keeps the order
+        target += [i == targets[q] for i in ids]
+        indexes += [q] * len(ids)
+    preds_t, target_t, idx_t = torch.tensor(preds), torch.tensor(target), torch.tensor(indexes)
+    assert out["all"]["ndcg@10"] == pytest.approx(RetrievalNormalizedDCG(top_k=10)(preds_t, target_t, idx_t).item(), abs=1e-5)
+    assert out["all"]["recall@5"] == pytest.approx(RetrievalRecall(top_k=5)(preds_t, target_t, idx_t).item(), abs=1e-6)
+    assert out["all"]["mrr"] == pytest.approx(RetrievalMRR()(preds_t, target_t, idx_t).item(), abs=1e-6)
+
+
+def test_ties_are_pessimistic():
+    scores = torch.tensor([[1.0, 1.0, 1.0, 0.5]])
+    res = rank_full_catalog(lambda idx: scores[:, idx - 2], torch.tensor([3]), 4, np.zeros(0, int), np.zeros(0, int), 2)
+    assert res.ranks.tolist() == [2]  # both other 1.0-scored items rank above the target

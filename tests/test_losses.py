@@ -1,0 +1,75 @@
+"""The loss against hand-computed 4×4 cases (values worked out with exp/log on paper).
+
+Users are the identity, so logits[i, j] = positive[j, i]: the in-batch logit matrix is L below.
+Row i's loss is log Σ_j exp(L_ij − c_j) − (L_ii − c_i) over the unmasked columns j.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recsys.models.losses import mask_accidental_hits, sampled_softmax_loss
+
+L = torch.tensor([[2.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 3, 1], [0, 0, 0, 0]])
+USERS = torch.eye(4)
+POSITIVES = L.T.clone()  # column j of the logit matrix is item j's vector
+
+
+def _loss(ids, **kw):
+    return sampled_softmax_loss(USERS, POSITIVES, torch.tensor(ids), temperature=1.0, **kw).item()
+
+
+def test_plain_infonce():
+    # rows: ln(e²+1+e+1)−2, ln(1+e+1+1)−1, ln(e+1+e³+e)−3, ln 4 ; mean:
+    assert _loss([10, 11, 12, 13]) == pytest.approx(0.725438, abs=1e-5)
+
+
+def test_accidental_hits_are_masked():
+    # rows 0 and 2 share item 10: column 2 is not a negative for row 0, column 0 not for row 2
+    assert _loss([10, 11, 10, 13]) == pytest.approx(0.634838, abs=1e-5)
+    assert _loss([10, 11, 10, 13], mask_hits=False) == pytest.approx(0.725438, abs=1e-5)
+
+
+def test_logq_subtracts_log_expected_count():
+    # column 0 has log expected count 1: every logit in column 0 (the positive of row 0 too) drops by 1
+    log_q = torch.tensor([1.0, 0, 0, 0])
+    assert _loss([10, 11, 12, 13], positive_log_q=log_q) == pytest.approx(0.764553, abs=1e-5)
+    assert _loss([10, 11, 10, 13], positive_log_q=log_q) == pytest.approx(0.640524, abs=1e-5)
+
+
+def test_logq_sign_penalizes_popular_items():
+    # a more frequently sampled positive gets a lower corrected logit, so a higher loss
+    base = _loss([10, 11, 12, 13])
+    # a constant shift of every column changes nothing (softmax is shift-invariant)
+    assert _loss([10, 11, 12, 13], positive_log_q=torch.full((4,), 2.0)) == pytest.approx(base, abs=1e-6)
+    row0_up = _loss([10, 11, 12, 13], positive_log_q=torch.tensor([1.0, 0, 0, 0]))
+    assert row0_up > base
+
+
+def test_temperature_scales_logits():
+    loss = sampled_softmax_loss(USERS, POSITIVES * 0.5, torch.tensor([10, 11, 12, 13]), temperature=0.5).item()
+    assert loss == pytest.approx(0.725438, abs=1e-5)
+
+
+def test_global_negatives_with_accidental_hit():
+    # two global negatives: item 11 (row 1's positive, masked for row 1 only) and item 99
+    neg = torch.tensor([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    loss = sampled_softmax_loss(USERS, POSITIVES, torch.tensor([10, 11, 12, 13]), 1.0,
+                                negatives=neg, negative_ids=torch.tensor([11, 99])).item()
+    e = math.exp
+    rows = [
+        math.log(e(2) + 1 + e(1) + 1 + e(1) + e(0)) - 2,   # row 0 sees negative logits 1 and 0
+        math.log(1 + e(1) + 1 + 1 + e(0)) - 1,             # row 1: item-11 column masked, item 99 -> 0
+        math.log(e(1) + 1 + e(3) + e(1) + e(0) + e(0)) - 3,
+        math.log(4 + e(0) + e(1)),                          # row 3: negatives give 0 and 1
+    ]
+    assert loss == pytest.approx(sum(rows) / 4, abs=1e-5)
+
+
+def test_mask_keeps_own_positive_column():
+    logits = torch.zeros(2, 4)
+    masked = mask_accidental_hits(logits, torch.tensor([5, 5]), torch.tensor([5, 5, 5, 7]))
+    assert torch.isinf(masked).tolist() == [[False, True, True, False], [True, False, True, False]]

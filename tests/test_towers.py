@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.models.item_tower import COLD_IDX, ItemTower, compact_id_rows
+from recsys.models.user_tower import SASRecEncoder, UserTower, gru, lstm
+
+
+def _tower(**kw):
+    torch.manual_seed(0)
+    text = torch.randn(12, 16)
+    text[:2] = 0
+    is_warm = np.array([False, False] + [True] * 6 + [False] * 4)
+    return ItemTower(text, is_warm, dim=8, **kw)
+
+
+def test_compact_id_rows():
+    assert compact_id_rows(np.array([0, 0, 1, 0, 1], bool)).tolist() == [0, 1, 2, 1, 3]
+
+
+def test_item_tower_shapes_and_norms():
+    tower = _tower()
+    out = tower(torch.tensor([[2, 3, 9], [4, 10, 11]]))
+    assert out.shape == (2, 3, 8)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2, 3))
+
+
+def test_cold_items_use_text_only():
+    tower = _tower(id_dropout=0.0).eval()
+    _, alpha = tower.fuse(torch.tensor([9, 10]))  # non-warm items -> cold row
+    assert torch.all(tower.id_part(torch.tensor([9, 10])) == 0)
+    assert alpha.shape == (2,)
+
+
+@pytest.mark.parametrize("fusion", ["gate", "concat"])
+def test_cold_row_stays_zero_after_optimizer_steps(fusion):
+    tower = _tower(id_dropout=0.5, fusion=fusion).train()
+    opt = torch.optim.AdamW(tower.parameters(), lr=0.1, weight_decay=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        loss = tower(torch.tensor([1, 2, 3, 9, 10, 0])).pow(3).sum()
+        loss.backward()
+        assert torch.all(tower.id_embedding.weight.grad[:2] == 0)
+        opt.step()
+    assert torch.all(tower.id_embedding.weight[COLD_IDX] == 0)
+    assert torch.all(tower.id_embedding.weight[0] == 0)
+    assert tower.id_embedding.weight[2:].abs().sum() > 0
+
+
+def test_id_dropout_only_in_training():
+    tower = _tower(id_dropout=1.0)
+    tower.train()
+    assert torch.all(tower.id_part(torch.tensor([2, 3, 4])) == 0)
+    tower.eval()
+    assert torch.all(tower.id_part(torch.tensor([2, 3, 4])).abs().sum(dim=-1) > 0)
+
+
+def test_text_only_and_id_only():
+    assert _tower(use_id=False)(torch.tensor([2])).shape == (1, 8)
+    assert _tower(use_text=False)(torch.tensor([2])).shape == (1, 8)
+    with pytest.raises(ValueError, match="needs the ID embedding"):
+        _tower(use_id=False, use_text=False)
+
+
+@pytest.mark.parametrize("make", [lambda: lstm(8, 16), lambda: gru(8, 16), lambda: SASRecEncoder(8, max_len=10)])
+def test_user_tower_shapes_norms_and_padding_invariance(make):
+    torch.manual_seed(0)
+    user = UserTower(make(), dim=8).eval()
+    seq = torch.randn(3, 5, 8)
+    lengths = torch.tensor([5, 2, 3])
+    out = user(seq, lengths)
+    assert out.shape == (3, 8)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(3))
+    # what lies beyond a user's length must not change their embedding
+    noisy = seq.clone()
+    noisy[1, 2:] = 100.0
+    torch.testing.assert_close(user(noisy, lengths)[1], out[1])
