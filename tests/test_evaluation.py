@@ -103,3 +103,19 @@ def test_ties_are_pessimistic():
     scores = torch.tensor([[1.0, 1.0, 1.0, 0.5]])
     res = rank_full_catalog(lambda idx: scores[:, idx - 2], torch.tensor([3]), 4, np.zeros(0, int), np.zeros(0, int), 2)
     assert res.ranks.tolist() == [2]  # both other 1.0-scored items rank above the target
+
+
+def test_shared_row_scores_are_masked_per_user(case):
+    """A popularity scorer returns one row expanded over users; masking must stay per user."""
+    _, _, targets, seen = case
+    rng = np.random.default_rng(5)
+    pop = torch.from_numpy(rng.permutation(N_ITEMS + 2).astype(np.float32))
+    rows, seen_items = seen.batch(np.arange(N_USERS))
+    res = rank_full_catalog(lambda idx: pop[idx][None, :].expand(N_USERS, -1), torch.from_numpy(targets),
+                            N_ITEMS, rows, seen_items, k_max=5, chunk_size=16)
+    for u in range(N_USERS):
+        excluded = set(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist())
+        ids = [i for i in range(2, N_ITEMS + 2) if i not in excluded and i != targets[u]]
+        assert res.ranks[u].item() == sum(pop[i] >= pop[targets[u]] for i in ids)
+        expected_top = sorted((i for i in range(2, N_ITEMS + 2) if i not in excluded), key=lambda i: -pop[i])[:5]
+        assert res.topk[u].tolist() == expected_top

@@ -20,7 +20,8 @@ import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
 
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # item_idx [M] -> scores [B, M]
+# item_idx [M] -> scores [B, M]; must return a new tensor: the ranking masks it in place.
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -108,13 +109,16 @@ def rank_full_catalog(
         hi = min(lo + chunk_size, end)
         items = torch.arange(lo, hi, device=device)
         scores = score_fn(items).float()
+        if scores.stride(0) == 0:  # an expanded (shared-row) view cannot be masked per user
+            scores = scores.contiguous()
         in_chunk = (seen_items_t >= lo) & (seen_items_t < hi)
         scores[seen_rows_t[in_chunk], seen_items_t[in_chunk] - lo] = float("-inf")
-        compare = scores.clone()
-        has_target = (targets >= lo) & (targets < hi)
-        rows = torch.nonzero(has_target).squeeze(1)
-        compare[rows, targets[rows] - lo] = float("-inf")
-        ranks += (compare >= target_scores[:, None]).sum(dim=1)
+        rows = torch.nonzero((targets >= lo) & (targets < hi)).squeeze(1)
+        cols = targets[rows] - lo
+        own = scores[rows, cols].clone()
+        scores[rows, cols] = float("-inf")  # the target does not outrank itself
+        ranks += (scores >= target_scores[:, None]).sum(dim=1)
+        scores[rows, cols] = own
         k = min(k_max, hi - lo)
         chunk_scores, chunk_pos = scores.topk(k, dim=1)
         merged_scores = torch.cat([top_scores, chunk_scores], dim=1)

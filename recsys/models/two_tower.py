@@ -205,8 +205,9 @@ class TwoTowerModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()["all"]
         self.val_metrics.reset()
-        self.log_dict({f"val/{k}": v for k, v in values.items() if k != "n_users"}, prog_bar=False)
-        self.log("val/ndcg@10", values["ndcg@10"], prog_bar=True)
+        logged = {f"val/{k}": v for k, v in values.items() if k != "n_users"}
+        self.log("val/ndcg@10", logged.pop("val/ndcg@10"), prog_bar=True)
+        self.log_dict(logged)
         self._catalog = None
 
     def on_test_epoch_start(self) -> None:
