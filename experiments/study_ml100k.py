@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, list[str]] = {
     "lstm": [],
     "gru": ["model/user_encoder=gru"],
-    "sasrec": ["model/user_encoder=sasrec"],
+    "sasrec": ["model/user_encoder=sasrec", "trainer.max_time=00:00:06:00"],
     "lstm_no_text": ["model.use_text=false"],
     "gru_no_text": ["model/user_encoder=gru", "model.use_text=false"],
-    "sasrec_no_text": ["model/user_encoder=sasrec", "model.use_text=false"],
+    "sasrec_no_text": ["model/user_encoder=sasrec", "model.use_text=false", "trainer.max_time=00:00:06:00"],
     "lstm_logq": ["model.num_global_negatives=1024", "model.logq=both"],
     "lstm_sampled_no_logq": ["model.num_global_negatives=1024", "model.logq=none"],
 }

@@ -73,3 +73,14 @@ def test_mask_keeps_own_positive_column():
     logits = torch.zeros(2, 4)
     masked = mask_accidental_hits(logits, torch.tensor([5, 5]), torch.tensor([5, 5, 5, 7]))
     assert torch.isinf(masked).tolist() == [[False, True, True, False], [True, False, True, False]]
+
+
+def test_full_catalog_negatives_without_in_batch_is_exact_softmax():
+    torch.manual_seed(0)
+    user = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    catalog = torch.nn.functional.normalize(torch.randn(12, 8), dim=-1)
+    targets = torch.tensor([0, 3, 3, 7, 11])
+    loss = sampled_softmax_loss(user, catalog[targets], targets, 0.1, negatives=catalog,
+                                negative_ids=torch.arange(12), in_batch_negatives=False)
+    exact = torch.nn.functional.cross_entropy(user @ catalog.T / 0.1, targets)
+    assert loss.item() == pytest.approx(exact.item(), abs=1e-5)

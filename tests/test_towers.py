@@ -77,3 +77,15 @@ def test_user_tower_shapes_norms_and_padding_invariance(make):
     noisy = seq.clone()
     noisy[1, 2:] = 100.0
     torch.testing.assert_close(user(noisy, lengths)[1], out[1])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnn_last_output_equals_packed_final_state(cell):
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    enc = (lstm if cell == "lstm" else gru)(8, 16, num_layers=2).eval()
+    seq, lengths = torch.randn(4, 7, 8), torch.tensor([7, 1, 4, 2])
+    _, state = enc.rnn(pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False))
+    final = (state[0] if cell == "lstm" else state)[-1]
+    torch.testing.assert_close(enc(seq, lengths), final, rtol=1e-5, atol=1e-6)

@@ -20,7 +20,6 @@ TINY = [
     "data.batch_size=64",
     "data.max_history=20",
     "model.dim=32",
-    "model.user_encoder.hidden_dim=32",
     "model.num_global_negatives=64",
     "trainer=fast_dev",
     "~callbacks.rich_progress_bar",
@@ -90,3 +89,32 @@ def test_hparams_search_config_composes():
     cfg = compose_config("train", ["hparams_search=two_tower", "experiment=two_tower_ml100k"])
     assert cfg.optimized_metric == "val/ndcg@10"
     assert cfg.model.num_global_negatives == -1 and cfg.data.name == "movielens_100k"
+
+
+def test_evaluate_reproduces_test_metrics_of_best_checkpoint(tmp_path):
+    from recsys.evaluate import evaluate
+
+    trained = run(tmp_path)
+    cfg = compose_config("evaluate", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/eval",
+                                      *[o for o in TINY if not o.startswith("~callbacks")],
+                                      f"ckpt_path={trained['best_checkpoint']}"])
+    evaluated = evaluate(cfg)
+    keys = [k for k in trained if k.startswith(("retrieval", "popularity"))]
+    assert {k: evaluated[k] for k in keys} == pytest.approx({k: trained[k] for k in keys})
+
+
+def test_evaluate_requires_existing_checkpoint(tmp_path):
+    from recsys.evaluate import evaluate
+
+    cfg = compose_config("evaluate", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/eval",
+                                      "ckpt_path=/nonexistent.ckpt"])
+    with pytest.raises(FileNotFoundError, match="nonexistent.ckpt: checkpoint not found"):
+        evaluate(cfg)
+
+
+def test_wandb_logger_runs_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run(tmp_path, "logger=wandb")
+    assert list((tmp_path / "out" / "wandb").glob("offline-run-*")), "no offline wandb run was written"
+    assert (tmp_path / "out" / "csv").is_dir()  # the CSV logger stays on

@@ -32,6 +32,18 @@ def mask_accidental_hits(
     return logits.masked_fill(hits & ~own, float("-inf"))
 
 
+def mask_in_batch_negatives(logits: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """-inf on the off-diagonal in-batch columns: the other users' positives are not negatives.
+
+    Used when the global negatives already are the whole catalog, where in-batch columns would
+    count those items twice (a popularity-biased softmax instead of the exact one).
+    """
+    off_diagonal = ~torch.eye(batch_size, dtype=torch.bool, device=logits.device)
+    return logits.masked_fill(
+        torch.nn.functional.pad(off_diagonal, (0, logits.shape[1] - batch_size)), float("-inf")
+    )
+
+
 def logq_correction(logits: torch.Tensor, log_expected_count: torch.Tensor) -> torch.Tensor:
     """Subtract each column's log expected sample count (broadcast over rows)."""
     return logits - log_expected_count[None, :]
@@ -47,6 +59,7 @@ def sampled_softmax_loss(
     positive_log_q: torch.Tensor | None = None,
     negative_log_q: torch.Tensor | None = None,
     mask_hits: bool = True,
+    in_batch_negatives: bool = True,
 ) -> torch.Tensor:
     """InfoNCE of ``user`` [B, d] against in-batch ``positive`` [B, d] and global ``negatives`` [N, d].
 
@@ -68,5 +81,7 @@ def sampled_softmax_loss(
         logits = logq_correction(logits, log_q)
     if mask_hits:
         logits = mask_accidental_hits(logits, positive_ids, column_ids)
+    if not in_batch_negatives:
+        logits = mask_in_batch_negatives(logits, positive.shape[0])
     labels = torch.arange(user.shape[0], device=logits.device)
     return F.cross_entropy(logits.float(), labels)

@@ -45,6 +45,7 @@ class TwoTowerModule(L.LightningModule):
         use_id: bool = True,
         fusion: str = "gate",
         user_encoder: dict | None = None,
+        history_dropout: float = 0.0,
         temperature: float = 0.07,
         num_global_negatives: int = 4096,
         negative_sampling: str = "uniform",
@@ -86,7 +87,7 @@ class TwoTowerModule(L.LightningModule):
             fusion=fusion,
         )
         encoder = hydra.utils.instantiate(user_encoder, input_dim=dim)
-        self.user_tower = UserTower(encoder, dim)
+        self.user_tower = UserTower(encoder, dim, history_dropout)
         if compile:
             self.item_tower = torch.compile(self.item_tower)
             self.user_tower = torch.compile(self.user_tower)
@@ -174,6 +175,8 @@ class TwoTowerModule(L.LightningModule):
             positive_log_q=pos_log_q,
             negative_log_q=neg_log_q,
             mask_hits=self.hparams.mask_accidental_hits,
+            # with the whole catalog as negatives, in-batch columns would double-count items
+            in_batch_negatives=self.hparams.num_global_negatives >= 0,
         )
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss

@@ -5,11 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 
 class RNNEncoder(nn.Module):
-    """LSTM/GRU over packed (right-padded) sequences; returns the last layer's final state."""
+    """LSTM/GRU over right-padded sequences; returns the last layer's output at each user's last item.
+
+    A one-directional RNN's output at position t depends only on inputs ≤ t, so reading it at
+    ``length − 1`` equals the final state of a packed sequence exactly. Packing is avoided on
+    purpose: its CPU backward fills a full-size zero gradient for every time step (measured
+    ~45% of a training step at history 50).
+    """
 
     def __init__(
         self,
@@ -31,10 +36,9 @@ class RNNEncoder(nn.Module):
         self.output_dim = hidden_dim
 
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(seq, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
-        hidden = state[0] if isinstance(state, tuple) else state
-        return hidden[-1]
+        out, _ = self.rnn(seq)
+        last = (lengths.clamp(min=1) - 1).long()
+        return out[torch.arange(seq.shape[0], device=seq.device), last]
 
 
 def lstm(input_dim: int, hidden_dim: int = 256, num_layers: int = 1, dropout: float = 0.0) -> RNNEncoder:
@@ -92,10 +96,11 @@ class UserTower(nn.Module):
     item in a step (histories repeat items heavily).
     """
 
-    def __init__(self, encoder: nn.Module, dim: int = 256):
+    def __init__(self, encoder: nn.Module, dim: int = 256, history_dropout: float = 0.0):
         super().__init__()
         self.encoder = encoder
+        self.dropout = nn.Dropout(history_dropout)  # on the encoded history items (regularizes small data)
         self.proj = nn.Linear(encoder.output_dim, dim)
 
     def forward(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(self.encoder(item_vectors, lengths)), dim=-1)
+        return F.normalize(self.proj(self.encoder(self.dropout(item_vectors), lengths)), dim=-1)
