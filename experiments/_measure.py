@@ -33,6 +33,8 @@ def append_results(title: str, command: str, body: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = f"\n## {title} ({stamp})\n\nCommand: `{command}`\n\n{body.rstrip()}\n"
     if not RESULTS.exists():
-        RESULTS.write_text("# Recorded results\n\nEvery figure below was printed by the command shown above it.\n")
+        RESULTS.write_text(
+            "# Recorded results\n\nEvery figure below was printed by the command shown above it.\n"
+        )
     with RESULTS.open("a") as fh:
         fh.write(text)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import append_results, peak_rss_gib, run_child  # noqa: E402
+from experiments._measure import append_results, peak_rss_gib, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_AMAZON_REVIEWS = 17_300_000
@@ -62,9 +62,19 @@ def stage_prepare(raw_dir: str, out_dir: str) -> dict:
         progress=False,
     )
     m = preparer.run().manifest
-    keys = ("n_users", "n_items_interacted", "n_catalog_items", "n_interactions", "n_rows", "timings")
-    return {k: m[k] for k in keys} | {"reviews_read": m["filter_stats"]["reviews_records_read"]
-                                      + m["filter_stats"]["reviews_malformed_lines"]}
+    keys = (
+        "n_users",
+        "n_items_interacted",
+        "n_catalog_items",
+        "n_interactions",
+        "n_rows",
+        "timings",
+        "peak_rss_gib_after",
+    )
+    return {k: m[k] for k in keys} | {
+        "reviews_read": m["filter_stats"]["reviews_records_read"]
+        + m["filter_stats"]["reviews_malformed_lines"]
+    }
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -90,15 +100,27 @@ def _row(name: str, gen: dict, prep: dict) -> tuple[str, dict]:
         "prepare_s": no_text,
         "prepare_rate": reviews / no_text,
         "prepare_rss": prep["peak_rss_gib"],
-        "counts": (prep["n_users"], prep["n_catalog_items"], prep["n_items_interacted"], prep["n_interactions"]),
+        "counts": (
+            prep["n_users"],
+            prep["n_catalog_items"],
+            prep["n_items_interacted"],
+            prep["n_interactions"],
+        ),
         "timings": t,
+        "rss_after": prep["peak_rss_gib_after"],
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", default="/tmp/recsys-bench")
-    parser.add_argument("--amazon-reviews", type=int, default=2_000_000)
+    parser.add_argument(
+        "--amazon-reviews",
+        default="1000000,2000000",
+        help="sizes of Amazon-format files to ingest (two or more give a memory slope)",
+    )
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--stage", choices=["generate", "prepare"], help=argparse.SUPPRESS)
     parser.add_argument("--raw-dir", help=argparse.SUPPRESS)
@@ -110,16 +132,24 @@ def main() -> None:
 
     work = Path(args.workdir)
     me = str(Path(__file__).resolve())
-    # The 2M-review file: longer review texts (~60 words) so line sizes resemble real reviews.
-    n_users = max(1000, args.amazon_reviews // 50)
-    amazon_gen = {"n_items": max(2000, n_users * 2), "n_users": n_users, "mean_length": 50,
-                  "review_text_words": 60, "seed": 7}
-    runs = {"synthetic_full": _full_generator_config(), f"amazon_format_{args.amazon_reviews // 1000}k": amazon_gen}
+    # Amazon-format files: longer review texts (~60 words) so line sizes resemble real reviews.
+    runs = {"synthetic_full": _full_generator_config()}
+    for size in (int(s) for s in args.amazon_reviews.split(",")):
+        n_users = max(1000, size // 50)
+        runs[f"amazon_format_{size // 1000}k"] = {
+            "n_items": max(2000, n_users * 2),
+            "n_users": n_users,
+            "mean_length": 50,
+            "review_text_words": 60,
+            "seed": 7,
+        }
     rows = []
     for name, generator in runs.items():
         raw, out = work / name / "raw", work / name / "processed"
         print(f"[{name}] generating …", flush=True)
-        gen = run_child([me, "--stage", "generate", "--raw-dir", str(raw), "--generator", json.dumps(generator)], REPO)
+        gen = run_child(
+            [me, "--stage", "generate", "--raw-dir", str(raw), "--generator", json.dumps(generator)], REPO
+        )
         print(f"[{name}] preparing …", flush=True)
         prep = run_child([me, "--stage", "prepare", "--raw-dir", str(raw), "--out-dir", str(out)], REPO)
         rows.append(_row(name, gen, prep))
@@ -137,21 +167,27 @@ def main() -> None:
         lines.append(
             f"| {name} | {r['reviews']:,} | {r['gen_s']:.1f} | {r['gen_rss']:.2f} | {r['read_s']:.1f} | "
             f"{r['read_rate']:,.0f} | {r['prepare_s']:.1f} | {r['prepare_rate']:,.0f} | {r['prepare_rss']:.2f} | "
-            + " / ".join(f"{c:,}" for c in r["counts"]) + " |"
+            + " / ".join(f"{c:,}" for c in r["counts"])
+            + " |"
         )
-    name, amazon = rows[-1]
-    scale = FULL_AMAZON_REVIEWS / amazon["reviews"]
-    est_s = FULL_AMAZON_REVIEWS / amazon["prepare_rate"]
-    est_rss = amazon["prepare_rss"] * scale
+    amazon = [r for n, r in rows if n.startswith("amazon_format")]
+    name, largest = [(n, r) for n, r in rows if n.startswith("amazon_format")][-1]
+    est_s = FULL_AMAZON_REVIEWS / largest["prepare_rate"]
     lines += [
         "",
-        f"Extrapolation to the 17.3M-review Amazon Movies & TV file (linear in reviews from `{name}`): "
-        f"prepare without text ≈ {est_s:,.0f} s ({est_s / 60:.1f} min; target ≤ 5 min), "
-        f"peak RSS ≤ {est_rss:.1f} GiB if memory grew linearly with reviews (target ≤ 8 GB; an upper "
-        "bound: blocks are streamed, only the filtered id columns are held).",
-        "",
-        "Phase timings (s): " + "; ".join(f"{n}: {r['timings']}" for n, r in rows),
+        f"Extrapolation to the 17.3M-review Amazon Movies & TV file: prepare without text ≈ {est_s:,.0f} s "
+        f"({est_s / 60:.1f} min; target ≤ 5 min), linear in reviews at the rate of `{name}`.",
     ]
+    if len(amazon) >= 2:
+        (r1, r2) = amazon[0], amazon[-1]
+        slope = (r2["prepare_rss"] - r1["prepare_rss"]) / (r2["reviews"] - r1["reviews"])
+        est_rss = r2["prepare_rss"] + slope * (FULL_AMAZON_REVIEWS - r2["reviews"])
+        lines.append(
+            f"Peak RSS ≈ {est_rss:.1f} GiB (target ≤ 8 GB), extrapolated along the measured slope "
+            f"{slope * 1e6:.2f} GiB per million reviews between the two Amazon-format sizes."
+        )
+    lines += ["", "Phase timings (s) / peak RSS after each phase (GiB):"]
+    lines += [f"- {n}: {r['timings']} / {r['rss_after']}" for n, r in rows]
     body = "\n".join(lines)
     print(body)
     if not args.no_record:

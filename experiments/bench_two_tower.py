@@ -9,23 +9,25 @@ warm-up, with a fixed thread count.
 from __future__ import annotations
 
 import argparse
-import warnings
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import hydra  # noqa: E402
-import torch  # noqa: E402
+import hydra
+import torch
 
-from experiments._measure import append_results  # noqa: E402
-from tests.conftest import compose_config  # noqa: E402
+from experiments._measure import append_results
+from tests.conftest import compose_config
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="movielens_100k")
     parser.add_argument("--encoders", default="lstm,gru,sasrec")
     parser.add_argument("--steps", type=int, default=20)
@@ -41,11 +43,18 @@ def main() -> None:
 
     rows = []
     for encoder in args.encoders.split(","):
-        cfg = compose_config("train", [
-            "experiment=two_tower", f"data={args.data}", f"model/user_encoder={encoder}",
-            f"data.batch_size={args.batch}", f"data.max_history={args.history}",
-            f"model.num_global_negatives={args.negatives}", "paths.output_dir=/tmp/recsys-bench-tt",
-        ])
+        cfg = compose_config(
+            "train",
+            [
+                "experiment=two_tower",
+                f"data={args.data}",
+                f"model/user_encoder={encoder}",
+                f"data.batch_size={args.batch}",
+                f"data.max_history={args.history}",
+                f"model.num_global_negatives={args.negatives}",
+                "paths.output_dir=/tmp/recsys-bench-tt",
+            ],
+        )
         dm = hydra.utils.instantiate(cfg.data)
         dm.prepare_data()
         dm.setup("fit")
@@ -55,7 +64,7 @@ def main() -> None:
         batches = [next(loader) for _ in range(args.warmup + args.steps)]
         t0 = time.perf_counter()
         for _ in range(3):
-            for batch in dm.train_dataloader():
+            for _ in dm.train_dataloader():
                 pass
         data_rate = 3 * len(dm.splits["train"]) / (time.perf_counter() - t0)
         model.train()
@@ -68,16 +77,21 @@ def main() -> None:
             opt.step()
         rate = args.steps * args.batch / (time.perf_counter() - t0)
         rows.append((encoder, rate, data_rate))
-        print(f"{encoder}: {rate:,.0f} samples/s (train step), DataModule alone {data_rate:,.0f} rows/s", flush=True)
+        print(
+            f"{encoder}: {rate:,.0f} samples/s (train step), DataModule alone {data_rate:,.0f} rows/s",
+            flush=True,
+        )
 
-    body = "\n".join([
-        f"Dataset `{args.data}`, batch {args.batch}, history ≤ {args.history}, {args.negatives} global negatives, "
-        f"d=256, dense AdamW, fp32, {args.threads} torch threads; {args.steps} timed steps after {args.warmup} warm-up.",
-        "",
-        "| user encoder | train samples/s | DataModule alone rows/s |",
-        "|---|---|---|",
-        *[f"| {e} | {r:,.0f} | {d:,.0f} |" for e, r, d in rows],
-    ])
+    body = "\n".join(
+        [
+            f"Dataset `{args.data}`, batch {args.batch}, history ≤ {args.history}, {args.negatives} global negatives, "
+            f"d=256, dense AdamW, fp32, {args.threads} torch threads; {args.steps} timed steps after {args.warmup} warm-up.",
+            "",
+            "| user encoder | train samples/s | DataModule alone rows/s |",
+            "|---|---|---|",
+            *[f"| {e} | {r:,.0f} | {d:,.0f} |" for e, r, d in rows],
+        ]
+    )
     print(body)
     if not args.no_record:
         cmd = "python experiments/bench_two_tower.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import append_results  # noqa: E402
+from experiments._measure import append_results
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, list[str]] = {
@@ -36,8 +36,17 @@ SHOW = ("recall@10", "ndcg@10", "mrr", "recall@100")
 
 def run_variant(name: str, seed: int, extra: list[str], workdir: Path) -> dict:
     out = workdir / f"{name}_seed{seed}"
-    args = ["-m", "recsys.train", "experiment=two_tower_ml100k", f"seed={seed}", *VARIANTS[name], *extra,
-            f"paths.output_dir={out}", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar"]
+    args = [
+        "-m",
+        "recsys.train",
+        "experiment=two_tower_ml100k",
+        f"seed={seed}",
+        *VARIANTS[name],
+        *extra,
+        f"paths.output_dir={out}",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.rich_progress_bar",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -49,7 +58,9 @@ def run_variant(name: str, seed: int, extra: list[str], workdir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--workdir", default="/tmp/recsys-study-ml100k")
@@ -61,8 +72,12 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             r = run_variant(name, seed, args.extra, Path(args.workdir))
             m = r["metrics"]
-            print(f"{name:22s} seed={seed} " + " ".join(f"{k}={m['retrieval/' + k]:.4f}" for k in SHOW)
-                  + f" | popularity ndcg@10={m['popularity/ndcg@10']:.4f} | {r['wall_s']:.0f}s", flush=True)
+            print(
+                f"{name:22s} seed={seed} "
+                + " ".join(f"{k}={m['retrieval/' + k]:.4f}" for k in SHOW)
+                + f" | popularity ndcg@10={m['popularity/ndcg@10']:.4f} | {r['wall_s']:.0f}s",
+                flush=True,
+            )
             rows.append(r)
     lines = [
         "Protocol: all ratings, stable leave-one-out, full catalog (1,682 items), earlier items excluded; "

@@ -24,15 +24,24 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
-    model = TwoTowerModule.load_from_checkpoint(ckpt, dataset_dir=str(datamodule.processed_dir), weights_only=True)
+    model = TwoTowerModule.load_from_checkpoint(
+        ckpt, dataset_dir=str(datamodule.processed_dir), weights_only=True
+    )
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     trainer.test(model, datamodule=datamodule)
-    metrics = {**model.test_results, "split": "test", "n_users": datamodule.dataset.n_users,
-               "n_items": datamodule.dataset.n_items, "checkpoint": str(ckpt)}
+    metrics = {
+        **model.test_results,
+        "split": "test",
+        "n_users": datamodule.dataset.n_users,
+        "n_items": datamodule.dataset.n_items,
+        "checkpoint": str(ckpt),
+    }
     out = Path(cfg.paths.output_dir)
     write_json_atomic(out / "metrics.json", metrics)
-    print_summary(f"test metrics ({out / 'metrics.json'})",
-                  {k: v for k, v in metrics.items() if k.endswith(("@10", "/mrr", "@100"))})
+    print_summary(
+        f"test metrics ({out / 'metrics.json'})",
+        {k: v for k, v in metrics.items() if k.endswith(("@10", "/mrr", "@100"))},
+    )
     print(json.dumps(metrics, indent=1, sort_keys=True))
     return metrics
 

@@ -50,11 +50,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The number a sweeper maximizes: a metrics.json key, or the best validation score when
+    ``optimized_metric`` names the checkpoint monitor (test metrics must not drive selection)."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name in metrics:
+        return float(metrics[name])
+    if name == cfg.model.get("monitor") and metrics.get("val_best") is not None:
+        return float(metrics["val_best"])
+    raise KeyError(f"optimized_metric {name!r} is not among this run's metrics")
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    return optimized_value(cfg, train(cfg))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ def case():
     targets = rng.integers(2, N_ITEMS + 2, N_USERS)
     seen_u, seen_i = [], []
     for u in range(N_USERS):
-        s = rng.choice(np.setdiff1d(np.arange(2, N_ITEMS + 2), [targets[u]]), size=rng.integers(0, 8), replace=False)
+        s = rng.choice(
+            np.setdiff1d(np.arange(2, N_ITEMS + 2), [targets[u]]), size=rng.integers(0, 8), replace=False
+        )
         seen_u += [u] * len(s)
         seen_i += list(s)
     return user, items, targets, SeenItems.from_pairs(np.array(seen_u, int), np.array(seen_i, int), N_USERS)
@@ -47,8 +49,15 @@ def test_ranks_and_topk_match_bruteforce(case, chunk):
     user, items, targets, seen = case
     rows, seen_items = seen.batch(np.arange(N_USERS))
     u, it = torch.from_numpy(user), torch.from_numpy(items)
-    res = rank_full_catalog(lambda idx: u @ it[idx].T, torch.from_numpy(targets), N_ITEMS, rows, seen_items,
-                            k_max=10, chunk_size=chunk)
+    res = rank_full_catalog(
+        lambda idx: u @ it[idx].T,
+        torch.from_numpy(targets),
+        N_ITEMS,
+        rows,
+        seen_items,
+        k_max=10,
+        chunk_size=chunk,
+    )
     ranks, tops = brute_force(user, items, targets, seen)
     assert res.ranks.tolist() == ranks.tolist()
     for u_ in range(N_USERS):
@@ -61,7 +70,9 @@ def test_metric_values_match_formulas_and_torchmetrics(case):
     user, items, targets, seen = case
     rows, seen_items = seen.batch(np.arange(N_USERS))
     u, it = torch.from_numpy(user), torch.from_numpy(items)
-    res = rank_full_catalog(lambda idx: u @ it[idx].T, torch.from_numpy(targets), N_ITEMS, rows, seen_items, 10)
+    res = rank_full_catalog(
+        lambda idx: u @ it[idx].T, torch.from_numpy(targets), N_ITEMS, rows, seen_items, 10
+    )
     is_warm = np.zeros(N_ITEMS + 2, bool)
     is_warm[2:20] = True
     counts = np.arange(N_ITEMS + 2)
@@ -76,12 +87,16 @@ def test_metric_values_match_formulas_and_torchmetrics(case):
         assert out["all"][f"ndcg@{k}"] == pytest.approx(np.mean((ranks < k) / np.log2(ranks + 2)))
         cold = ~is_warm[targets]
         assert out["cold"][f"recall@{k}"] == pytest.approx(np.mean(ranks[cold] < k))
-        assert out["all"][f"coverage@{k}"] == pytest.approx(len(set(np.concatenate([t[:k] for t in tops]))) / N_ITEMS)
+        assert out["all"][f"coverage@{k}"] == pytest.approx(
+            len(set(np.concatenate([t[:k] for t in tops]))) / N_ITEMS
+        )
         sims = [text[t[:k]] @ text[t[:k]].T for t in tops]
         div = np.mean([1 - (s.sum() - np.trace(s)) / (k * (k - 1)) if k > 1 else 1.0 for s in sims])
         assert out["all"][f"diversity@{k}"] == pytest.approx(div, abs=1e-5)
         p = (counts + 1) / (counts[2:].sum() + N_ITEMS)
-        assert out["all"][f"novelty@{k}"] == pytest.approx(np.mean([-np.log2(p[t[:k]]).mean() for t in tops]), rel=1e-5)
+        assert out["all"][f"novelty@{k}"] == pytest.approx(
+            np.mean([-np.log2(p[t[:k]]).mean() for t in tops]), rel=1e-5
+        )
     assert out["all"]["mrr"] == pytest.approx(np.mean(1 / (ranks + 1)))
 
     # torchmetrics as an oracle on the same case: score every non-excluded item per user
@@ -94,14 +109,20 @@ def test_metric_values_match_formulas_and_torchmetrics(case):
         target += [i == targets[q] for i in ids]
         indexes += [q] * len(ids)
     preds_t, target_t, idx_t = torch.tensor(preds), torch.tensor(target), torch.tensor(indexes)
-    assert out["all"]["ndcg@10"] == pytest.approx(RetrievalNormalizedDCG(top_k=10)(preds_t, target_t, idx_t).item(), abs=1e-5)
-    assert out["all"]["recall@5"] == pytest.approx(RetrievalRecall(top_k=5)(preds_t, target_t, idx_t).item(), abs=1e-6)
+    assert out["all"]["ndcg@10"] == pytest.approx(
+        RetrievalNormalizedDCG(top_k=10)(preds_t, target_t, idx_t).item(), abs=1e-5
+    )
+    assert out["all"]["recall@5"] == pytest.approx(
+        RetrievalRecall(top_k=5)(preds_t, target_t, idx_t).item(), abs=1e-6
+    )
     assert out["all"]["mrr"] == pytest.approx(RetrievalMRR()(preds_t, target_t, idx_t).item(), abs=1e-6)
 
 
 def test_ties_are_pessimistic():
     scores = torch.tensor([[1.0, 1.0, 1.0, 0.5]])
-    res = rank_full_catalog(lambda idx: scores[:, idx - 2], torch.tensor([3]), 4, np.zeros(0, int), np.zeros(0, int), 2)
+    res = rank_full_catalog(
+        lambda idx: scores[:, idx - 2], torch.tensor([3]), 4, np.zeros(0, int), np.zeros(0, int), 2
+    )
     assert res.ranks.tolist() == [2]  # both other 1.0-scored items rank above the target
 
 
@@ -111,11 +132,20 @@ def test_shared_row_scores_are_masked_per_user(case):
     rng = np.random.default_rng(5)
     pop = torch.from_numpy(rng.permutation(N_ITEMS + 2).astype(np.float32))
     rows, seen_items = seen.batch(np.arange(N_USERS))
-    res = rank_full_catalog(lambda idx: pop[idx][None, :].expand(N_USERS, -1), torch.from_numpy(targets),
-                            N_ITEMS, rows, seen_items, k_max=5, chunk_size=16)
+    res = rank_full_catalog(
+        lambda idx: pop[idx][None, :].expand(N_USERS, -1),
+        torch.from_numpy(targets),
+        N_ITEMS,
+        rows,
+        seen_items,
+        k_max=5,
+        chunk_size=16,
+    )
     for u in range(N_USERS):
         excluded = set(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist())
         ids = [i for i in range(2, N_ITEMS + 2) if i not in excluded and i != targets[u]]
         assert res.ranks[u].item() == sum(pop[i] >= pop[targets[u]] for i in ids)
-        expected_top = sorted((i for i in range(2, N_ITEMS + 2) if i not in excluded), key=lambda i: -pop[i])[:5]
+        expected_top = sorted((i for i in range(2, N_ITEMS + 2) if i not in excluded), key=lambda i: -pop[i])[
+            :5
+        ]
         assert res.topk[u].tolist() == expected_top

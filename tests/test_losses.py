@@ -50,21 +50,29 @@ def test_logq_sign_penalizes_popular_items():
 
 
 def test_temperature_scales_logits():
-    loss = sampled_softmax_loss(USERS, POSITIVES * 0.5, torch.tensor([10, 11, 12, 13]), temperature=0.5).item()
+    loss = sampled_softmax_loss(
+        USERS, POSITIVES * 0.5, torch.tensor([10, 11, 12, 13]), temperature=0.5
+    ).item()
     assert loss == pytest.approx(0.725438, abs=1e-5)
 
 
 def test_global_negatives_with_accidental_hit():
     # two global negatives: item 11 (row 1's positive, masked for row 1 only) and item 99
     neg = torch.tensor([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
-    loss = sampled_softmax_loss(USERS, POSITIVES, torch.tensor([10, 11, 12, 13]), 1.0,
-                                negatives=neg, negative_ids=torch.tensor([11, 99])).item()
+    loss = sampled_softmax_loss(
+        USERS,
+        POSITIVES,
+        torch.tensor([10, 11, 12, 13]),
+        1.0,
+        negatives=neg,
+        negative_ids=torch.tensor([11, 99]),
+    ).item()
     e = math.exp
     rows = [
-        math.log(e(2) + 1 + e(1) + 1 + e(1) + e(0)) - 2,   # row 0 sees negative logits 1 and 0
-        math.log(1 + e(1) + 1 + 1 + e(0)) - 1,             # row 1: item-11 column masked, item 99 -> 0
+        math.log(e(2) + 1 + e(1) + 1 + e(1) + e(0)) - 2,  # row 0 sees negative logits 1 and 0
+        math.log(1 + e(1) + 1 + 1 + e(0)) - 1,  # row 1: item-11 column masked, item 99 -> 0
         math.log(e(1) + 1 + e(3) + e(1) + e(0) + e(0)) - 3,
-        math.log(4 + e(0) + e(1)),                          # row 3: negatives give 0 and 1
+        math.log(4 + e(0) + e(1)),  # row 3: negatives give 0 and 1
     ]
     assert loss == pytest.approx(sum(rows) / 4, abs=1e-5)
 
@@ -80,7 +88,14 @@ def test_full_catalog_negatives_without_in_batch_is_exact_softmax():
     user = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
     catalog = torch.nn.functional.normalize(torch.randn(12, 8), dim=-1)
     targets = torch.tensor([0, 3, 3, 7, 11])
-    loss = sampled_softmax_loss(user, catalog[targets], targets, 0.1, negatives=catalog,
-                                negative_ids=torch.arange(12), in_batch_negatives=False)
+    loss = sampled_softmax_loss(
+        user,
+        catalog[targets],
+        targets,
+        0.1,
+        negatives=catalog,
+        negative_ids=torch.arange(12),
+        in_batch_negatives=False,
+    )
     exact = torch.nn.functional.cross_entropy(user @ catalog.T / 0.1, targets)
     assert loss.item() == pytest.approx(exact.item(), abs=1e-5)

@@ -120,3 +120,18 @@ def test_movielens_100k(tmp_path, ml100k_dir):
     toy = ds.items.set_index("item_id").loc["1"]
     assert toy["title"] == "Toy Story" and list(toy["categories"]) == ["Animation", "Comedy", "Kids"]
     assert toy["text"] == "Title: Toy Story [SEP] Genre: Animation, Comedy, Kids [SEP] Details: Year: 1995"
+
+
+def test_global_temporal_split_end_to_end(tmp_path):
+    ds = _prepare(
+        tmp_path, "synthetic", ["split=global_temporal", "data.preparer.source.generator.n_users=400"]
+    )
+    assert ds.manifest["config"]["split"]["name"] == "global_temporal"
+    train = ds.read_split("train").to_pandas()
+    test = ds.read_split("test").to_pandas()
+    val = ds.read_split("val").to_pandas()
+    assert len(train) and len(val) and len(test)
+    # one global timeline: every train target precedes every val target, which precede test targets
+    assert train["timestamp"].max() < val["timestamp"].min()
+    assert val["timestamp"].max() < test["timestamp"].min()
+    assert test["user_id"].is_unique and val["user_id"].is_unique

@@ -64,7 +64,9 @@ def test_text_only_and_id_only():
         _tower(use_id=False, use_text=False)
 
 
-@pytest.mark.parametrize("make", [lambda: lstm(8, 16), lambda: gru(8, 16), lambda: SASRecEncoder(8, max_len=10)])
+@pytest.mark.parametrize(
+    "make", [lambda: lstm(8, 16), lambda: gru(8, 16), lambda: SASRecEncoder(8, max_len=10)]
+)
 def test_user_tower_shapes_norms_and_padding_invariance(make):
     torch.manual_seed(0)
     user = UserTower(make(), dim=8).eval()

@@ -27,8 +27,9 @@ TINY = [
 
 
 def run(tmp_path, *overrides: str) -> dict:
-    cfg = compose_config("train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", *TINY,
-                                   *overrides])
+    cfg = compose_config(
+        "train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", *TINY, *overrides]
+    )
     return train(cfg)
 
 
@@ -62,7 +63,9 @@ def test_checkpoint_is_weights_only_and_resume_continues(tmp_path):
 
 @pytest.mark.parametrize("encoder", ["gru", "sasrec"])
 def test_other_user_encoders_train(tmp_path, encoder):
-    metrics = run(tmp_path, f"model/user_encoder={encoder}", "model.logq=both", "model.negative_sampling=popularity")
+    metrics = run(
+        tmp_path, f"model/user_encoder={encoder}", "model.logq=both", "model.negative_sampling=popularity"
+    )
     assert 0.0 <= metrics["retrieval/ndcg@10"] <= 1.0
 
 
@@ -75,14 +78,37 @@ def test_same_seed_same_metrics(tmp_path):
 
 def test_multirun_sweep_two_jobs(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "recsys.train", "-m", f"paths.root_dir={tmp_path}", *TINY,
-         "model.temperature=0.05,0.1", "hydra.job_logging.root.level=WARNING"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "recsys.train",
+            "-m",
+            f"paths.root_dir={tmp_path}",
+            *TINY,
+            "model.temperature=0.05,0.1",
+            "hydra.job_logging.root.level=WARNING",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = sorted((tmp_path / "logs" / "train" / "multiruns").glob("*/*/metrics.json"))
     assert len(results) == 2
     assert all("retrieval/ndcg@10" in json.loads(p.read_text()) for p in results)
+
+
+def test_optimized_value_is_the_best_validation_score():
+    from recsys.train import optimized_value
+
+    cfg = compose_config("train", ["hparams_search=two_tower"])
+    assert optimized_value(cfg, {"val_best": 0.3, "retrieval/ndcg@10": 0.9}) == 0.3
+    cfg.optimized_metric = "retrieval/ndcg@10"
+    assert optimized_value(cfg, {"val_best": 0.3, "retrieval/ndcg@10": 0.9}) == 0.9
+    cfg.optimized_metric = "nope"
+    with pytest.raises(KeyError, match="nope"):
+        optimized_value(cfg, {})
 
 
 def test_hparams_search_config_composes():
@@ -95,9 +121,15 @@ def test_evaluate_reproduces_test_metrics_of_best_checkpoint(tmp_path):
     from recsys.evaluate import evaluate
 
     trained = run(tmp_path)
-    cfg = compose_config("evaluate", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/eval",
-                                      *[o for o in TINY if not o.startswith("~callbacks")],
-                                      f"ckpt_path={trained['best_checkpoint']}"])
+    cfg = compose_config(
+        "evaluate",
+        [
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={tmp_path}/eval",
+            *[o for o in TINY if not o.startswith("~callbacks")],
+            f"ckpt_path={trained['best_checkpoint']}",
+        ],
+    )
     evaluated = evaluate(cfg)
     keys = [k for k in trained if k.startswith(("retrieval", "popularity"))]
     assert {k: evaluated[k] for k in keys} == pytest.approx({k: trained[k] for k in keys})
@@ -106,8 +138,10 @@ def test_evaluate_reproduces_test_metrics_of_best_checkpoint(tmp_path):
 def test_evaluate_requires_existing_checkpoint(tmp_path):
     from recsys.evaluate import evaluate
 
-    cfg = compose_config("evaluate", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/eval",
-                                      "ckpt_path=/nonexistent.ckpt"])
+    cfg = compose_config(
+        "evaluate",
+        [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/eval", "ckpt_path=/nonexistent.ckpt"],
+    )
     with pytest.raises(FileNotFoundError, match="nonexistent.ckpt: checkpoint not found"):
         evaluate(cfg)
 
