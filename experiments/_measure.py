@@ -29,6 +29,17 @@ def peak_rss_gib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
 
 
+def report(title: str, body: str, record: bool = True) -> None:
+    """Print ``body`` and append it to RESULTS.md under ``title`` with the command that ran."""
+    import shlex
+
+    print(body)
+    if record:
+        script = Path(sys.argv[0]).resolve().relative_to(RESULTS.parent.parent)
+        command = " ".join(["python", str(script), *(shlex.quote(a) for a in sys.argv[1:])])
+        append_results(title, command, body)
+
+
 def append_results(title: str, command: str, body: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = f"\n## {title} ({stamp})\n\nCommand: `{command}`\n\n{body.rstrip()}\n"

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import append_results, peak_rss_gib, run_child
+from experiments._measure import peak_rss_gib, report, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_AMAZON_REVIEWS = 17_300_000
@@ -189,10 +188,7 @@ def main() -> None:
     lines += ["", "Phase timings (s) / peak RSS after each phase (GiB):"]
     lines += [f"- {n}: {r['timings']} / {r['rss_after']}" for n, r in rows]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_record:
-        cmd = "python experiments/bench_prepare.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        append_results("Prepare benchmark (issue 2)", cmd.strip(), body)
+    report("Prepare benchmark (issue 2)", body, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ warm-up, with a fixed thread count.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 import warnings
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hydra
 import torch
 
-from experiments._measure import append_results
+from experiments._measure import report
 from tests.conftest import compose_config
 
 
@@ -36,13 +35,15 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--negatives", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time the LSTM with model.compile=true")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*self.log.*")
 
     rows = []
-    for encoder in args.encoders.split(","):
+    runs = [(e, False) for e in args.encoders.split(",")] + ([("lstm", True)] if args.compile else [])
+    for encoder, compiled in runs:
         cfg = compose_config(
             "train",
             [
@@ -53,6 +54,7 @@ def main() -> None:
                 f"data.max_history={args.history}",
                 f"model.num_global_negatives={args.negatives}",
                 "paths.output_dir=/tmp/recsys-bench-tt",
+                f"model.compile={str(compiled).lower()}",
             ],
         )
         dm = hydra.utils.instantiate(cfg.data)
@@ -68,17 +70,20 @@ def main() -> None:
                 pass
         data_rate = 3 * len(dm.splits["train"]) / (time.perf_counter() - t0)
         model.train()
+        t_start = time.perf_counter()
         for i, batch in enumerate(batches):
             if i == args.warmup:
                 t0 = time.perf_counter()
+                warmup_s = t0 - t_start
             opt.zero_grad(set_to_none=True)
             loss = model.training_step(batch, i)  # without a trainer, self.log is a no-op
             loss.backward()
             opt.step()
         rate = args.steps * args.batch / (time.perf_counter() - t0)
-        rows.append((encoder, rate, data_rate))
+        name = f"{encoder} + torch.compile" if compiled else encoder
+        rows.append((name, rate, data_rate, warmup_s))
         print(
-            f"{encoder}: {rate:,.0f} samples/s (train step), DataModule alone {data_rate:,.0f} rows/s",
+            f"{name}: {rate:,.0f} samples/s (train step), DataModule alone {data_rate:,.0f} rows/s",
             flush=True,
         )
 
@@ -87,15 +92,12 @@ def main() -> None:
             f"Dataset `{args.data}`, batch {args.batch}, history ≤ {args.history}, {args.negatives} global negatives, "
             f"d=256, dense AdamW, fp32, {args.threads} torch threads; {args.steps} timed steps after {args.warmup} warm-up.",
             "",
-            "| user encoder | train samples/s | DataModule alone rows/s |",
-            "|---|---|---|",
-            *[f"| {e} | {r:,.0f} | {d:,.0f} |" for e, r, d in rows],
+            "| user encoder | train samples/s | DataModule alone rows/s | warm-up s (incl. compile) |",
+            "|---|---|---|---|",
+            *[f"| {e} | {r:,.0f} | {d:,.0f} | {w:.1f} |" for e, r, d, w in rows],
         ]
     )
-    print(body)
-    if not args.no_record:
-        cmd = "python experiments/bench_two_tower.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        append_results("Two-tower training throughput (issue 3)", cmd.strip(), body)
+    report("Two-tower training throughput (issue 3)", body, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import append_results
+from experiments._measure import report
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, list[str]] = {
@@ -98,10 +98,7 @@ def main() -> None:
         )
     lines += ["", "Commands:", ""] + [f"- {r['name']} (seed {r['seed']}): `{r['command']}`" for r in rows]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_record:
-        cmd = "python experiments/study_ml100k.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        append_results("ML-100K two-tower study (issue 3)", cmd.strip(), body)
+    report("ML-100K two-tower study (issue 3)", body, record=not args.no_record)
 
 
 if __name__ == "__main__":
