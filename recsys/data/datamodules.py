@@ -28,10 +28,11 @@ class RaggedRows(Dataset):
         users: np.ndarray,
         max_history: int | None = None,
     ):
-        self.values = torch.as_tensor(values, dtype=torch.long)
-        self.offsets = torch.as_tensor(offsets, dtype=torch.long)
-        self.targets = torch.as_tensor(targets, dtype=torch.long)
-        self.users = torch.as_tensor(users, dtype=torch.long)
+        # int64 copies: Arrow hands out read-only int32 buffers
+        self.values = torch.from_numpy(np.asarray(values, dtype=np.int64).copy())
+        self.offsets = torch.from_numpy(np.asarray(offsets, dtype=np.int64).copy())
+        self.targets = torch.from_numpy(np.asarray(targets, dtype=np.int64).copy())
+        self.users = torch.from_numpy(np.asarray(users, dtype=np.int64).copy())
         self.max_history = max_history
 
     @classmethod

@@ -47,7 +47,9 @@ class FullCatalogRetrievalMetrics(Metric):
         if list_metrics:
             counts = torch.as_tensor(np.asarray(train_counts), dtype=torch.float64)
             prob = (counts + 1) / (counts[2:].sum() + n_catalog)
-            self.register_buffer("self_info", -torch.log2(prob).float(), persistent=False)
+            # float32-rounded values held in float64: sums of up to thousands of them are exact,
+            # so novelty does not depend on reduction order
+            self.register_buffer("self_info", (-torch.log2(prob)).float().double(), persistent=False)
             text = torch.as_tensor(np.asarray(text_embeddings), dtype=torch.float32)
             self.register_buffer("text", text, persistent=False)
             self.register_buffer("text_sq_norm", (text**2).sum(dim=1), persistent=False)
@@ -77,22 +79,24 @@ class FullCatalogRetrievalMetrics(Metric):
         # Running sums over the top-k prefix grow by the items between consecutive ks, gathered
         # in slices so memory stays O(B × 128 × d) whatever k is.
         batch = topk.shape[0]
-        vec_sum = torch.zeros(batch, self.text.shape[1], device=topk.device)
-        sq_sum = torch.zeros(batch, device=topk.device)
+        # float64 accumulators: sums of float32 inputs are then (almost always) exact, so the
+        # result does not depend on the reduction order SIMD kernels pick per allocation.
+        vec_sum = torch.zeros(batch, self.text.shape[1], device=topk.device, dtype=torch.float64)
+        sq_sum = torch.zeros(batch, device=topk.device, dtype=torch.float64)
         info_sum = torch.zeros(batch, device=topk.device, dtype=torch.float64)
         prev = 0
         for j, k in enumerate(self.ks):
             n = min(k, topk.shape[1])
             for lo in range(prev, n, 128):
                 block = topk[:, lo : min(lo + 128, n)]
-                vec_sum += self.text[block].sum(dim=1)
-                sq_sum += self.text_sq_norm[block].sum(dim=1)
-                info_sum += self.self_info[block].sum(dim=1).to(torch.float64)
+                vec_sum += self.text[block].double().sum(dim=1)
+                sq_sum += self.text_sq_norm[block].double().sum(dim=1)
+                info_sum += self.self_info[block].sum(dim=1)
             prev = n
             self.covered[j, topk[:, :n].reshape(-1)] = 1
             # mean pairwise cosine of unit vectors: (|Σv|² − Σ|v|²) / (n(n − 1))
             pair_mean = ((vec_sum**2).sum(dim=1) - sq_sum) / max(n * (n - 1), 1)
-            self.diversity[:, j] += seg @ (1.0 - pair_mean).to(torch.float64)
+            self.diversity[:, j] += seg @ (1.0 - pair_mean)
             self.novelty[:, j] += seg @ (info_sum / max(n, 1))
 
     def compute(self) -> dict[str, dict[str, float]]:

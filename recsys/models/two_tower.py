@@ -77,7 +77,9 @@ class TwoTowerModule(L.LightningModule):
         dataset = PreparedDataset.load(dataset_dir, verify=False)
         self.n_items = dataset.n_items
         arrays = item_arrays(dataset)
-        text = np.ascontiguousarray(dataset.text_embeddings(mmap=False), dtype=np.float32)  # shared, not copied
+        text = np.ascontiguousarray(
+            dataset.text_embeddings(mmap=False), dtype=np.float32
+        )  # shared, not copied
         self.item_tower = ItemTower(
             torch.from_numpy(text),
             arrays["is_warm"],
