@@ -23,12 +23,6 @@ def run_child(argv: list[str], cwd: Path) -> dict:
     return result
 
 
-def peak_rss_gib() -> float:
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
-
-
 def report(title: str, body: str, record: bool = True) -> None:
     """Print ``body`` and append it to RESULTS.md under ``title`` with the command that ran."""
     import shlex

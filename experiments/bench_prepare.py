@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import peak_rss_gib, report, run_child
+from experiments._measure import report, run_child
+from recsys.data.preparation import peak_rss_gib
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_AMAZON_REVIEWS = 17_300_000

@@ -8,6 +8,8 @@ import pyarrow as pa
 import pytest
 
 from recsys.data.dataset import COLD_IDX, PAD_IDX, PreparedDataset
+from recsys.models.item_tower import compact_id_rows
+from recsys.models.two_tower import item_arrays
 from recsys.utils.artifacts import ManifestError, atomic_directory
 
 
@@ -38,13 +40,13 @@ def _tiny(path):
     return PreparedDataset.write(path, items, {"train": row, "val": row, "test": row}, emb, info)
 
 
-def test_roundtrip_and_warm_lookup(tmp_path):
+def test_roundtrip_and_cold_index_mapping(tmp_path):
     _tiny(tmp_path / "ds")
     ds = PreparedDataset.load(tmp_path / "ds")
     assert ds.n_items == 3 and ds.text_embeddings().shape == (5, 4)
     assert ds.read_split("test").to_pylist()[0]["history"] == [2, 3]
     # cold-index mapping: warm items keep their row, non-warm items use the cold row 1
-    assert ds.warm_lookup().tolist() == [PAD_IDX, COLD_IDX, 2, 3, COLD_IDX]
+    assert compact_id_rows(item_arrays(ds)["is_warm"]).tolist() == [PAD_IDX, COLD_IDX, 2, 3, COLD_IDX]
 
 
 def test_tampered_file_is_refused(tmp_path):

@@ -83,15 +83,3 @@ class PreparedDataset:
     @property
     def n_users(self) -> int:
         return int(self.manifest["n_users"])
-
-    def warm_lookup(self) -> np.ndarray:
-        """Map global item_idx -> ID-embedding row: warm items keep theirs, the rest use COLD_IDX.
-
-        Rows 0 (padding) and 1 (cold) map to themselves.
-        """
-        items = self.items
-        lookup = np.full(self.n_items + FIRST_ITEM_IDX, COLD_IDX, dtype=np.int64)
-        lookup[PAD_IDX] = PAD_IDX
-        warm = items["is_warm"].to_numpy()
-        lookup[items["item_idx"].to_numpy()[warm]] = items["item_idx"].to_numpy()[warm]
-        return lookup

@@ -111,20 +111,9 @@ class TwoTowerModule(L.LightningModule):
         self.val_metrics = FullCatalogRetrievalMetrics(
             val_ks, self.n_items, arrays["is_warm"], list_metrics=False
         )
-        self.test_metrics = FullCatalogRetrievalMetrics(
-            test_ks,
-            self.n_items,
-            arrays["is_warm"],
-            arrays["train_count"],
-            dataset.text_embeddings(mmap=False),
-        )
-        self.popularity_metrics = FullCatalogRetrievalMetrics(
-            test_ks,
-            self.n_items,
-            arrays["is_warm"],
-            arrays["train_count"],
-            dataset.text_embeddings(mmap=False),
-        )
+        list_args = (test_ks, self.n_items, arrays["is_warm"], arrays["train_count"], text)
+        self.test_metrics = FullCatalogRetrievalMetrics(*list_args)  # shares `text`, no copy
+        self.popularity_metrics = FullCatalogRetrievalMetrics(*list_args)
         self.test_results: dict[str, float] = {}
 
     # ----------------------------------------------------------------- encoding
