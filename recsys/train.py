@@ -1,4 +1,4 @@
-"""python -m recsys.train experiment=two_tower: fit, select on validation, test, write metrics.json."""
+"""python -m recsys.train experiment=two_tower|ranker: fit, select on validation, test, write metrics.json."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
-    model = hydra.utils.instantiate(cfg.model, dataset_dir=str(datamodule.processed_dir))
+    # shapes only the data knows (e.g. the retrieval model's dim for a ranker)
+    inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}
+    dataset_dir = str(Path(datamodule.processed_dir).resolve())  # checkpoints work from any cwd
+    model = hydra.utils.instantiate(cfg.model, dataset_dir=dataset_dir, **inputs)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=instantiate_list(cfg.get("callbacks")),

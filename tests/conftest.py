@@ -33,3 +33,63 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
 def shared_cache(tmp_path_factory) -> Path:
     """One text-embedding cache for the whole session, so each text is encoded once."""
     return tmp_path_factory.mktemp("embedding_cache")
+
+
+# ---------------------------------------------------------------- stage two on tiny synthetic data
+K = 50  # candidates per user in the tiny two-stage runs
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A tiny two-tower checkpoint, and a ranker trained on its candidates (full test pass)."""
+    from recsys.train import train
+    from tests.test_train import TINY
+
+    root = tmp_path_factory.mktemp("stage2")
+    common = [f"paths.root_dir={root}", "trainer=fast_dev"]
+    train(compose_config("train", [*common, *TINY, f"paths.output_dir={root}/tt", "trainer.max_epochs=2"]))
+    ckpt = root / "tt" / "checkpoints" / "last.ckpt"
+    metrics = train(
+        compose_config(
+            "train",
+            [
+                *common,
+                "experiment=ranker",
+                f"retrieval_ckpt={ckpt}",
+                f"paths.output_dir={root}/ranker",
+                f"data.num_candidates={K}",
+                "data.batch_size=16",
+                "trainer.limit_test_batches=1.0",
+                "model.hidden=[32]",
+                "~callbacks.rich_progress_bar",
+            ],
+        )
+    )
+    return {
+        "root": root,
+        "retrieval": ckpt,
+        "ranker": root / "ranker" / "checkpoints" / "last.ckpt",
+        "metrics": metrics,
+    }
+
+
+def export_bundle(trained: dict, bundle_dir: Path, index: str = "flat") -> Path:
+    from recsys.export import export
+
+    cfg = compose_config(
+        "export",
+        [
+            f"paths.root_dir={bundle_dir.parent}",
+            f"retrieval_ckpt={trained['retrieval']}",
+            f"ranker_ckpt={trained['ranker']}",
+            f"index={index}",
+            f"bundle_dir={bundle_dir}",
+        ],
+    )
+    export(cfg)
+    return bundle_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(trained, tmp_path_factory) -> Path:
+    return export_bundle(trained, tmp_path_factory.mktemp("served") / "bundle")

@@ -79,6 +79,9 @@ class ItemTower(nn.Module):
         """Pre-MLP fused vector and the gate value α (1 where only the ID is used)."""
         id_vec = self.id_part(item_idx) if self.use_id else None
         text_vec = self.text_proj(self.text[item_idx]) if self.use_text else None
+        return self._combine(id_vec, text_vec)
+
+    def _combine(self, id_vec: torch.Tensor | None, text_vec: torch.Tensor | None):
         if id_vec is None:
             return text_vec, torch.zeros(text_vec.shape[:-1], device=text_vec.device)
         if text_vec is None:
@@ -92,3 +95,16 @@ class ItemTower(nn.Module):
     def forward(self, item_idx: torch.Tensor) -> torch.Tensor:
         fused, _ = self.fuse(item_idx)
         return F.normalize(self.mlp(fused), dim=-1)
+
+    def encode_text(self, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """The cold path: what an item with no trained ID row gets from its text alone (new items)."""
+        if not self.use_text:
+            raise ValueError("this item tower was trained without text; it cannot embed new items")
+        text_vec = self.text_proj(text_embeddings.to(self.text_proj.weight.dtype))
+        id_vec = torch.zeros_like(text_vec) if self.use_id else None  # the cold row is all zeros
+        fused, _ = self._combine(id_vec, text_vec)
+        return F.normalize(self.mlp(fused), dim=-1)
+
+    def cold_path_state(self) -> dict[str, torch.Tensor]:
+        """Weights the cold path needs (everything but the ID table), for export."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(("id_embedding", "id_rows"))}

@@ -1,0 +1,125 @@
+"""Retrieved candidate lists for the ranker: top-K over the full catalog, seen items excluded.
+
+The positive is never injected: when retrieval misses the target, the list has no positive
+(``target_pos = −1``), exactly as at serving time. Injecting it (as the seed did) teaches the
+ranker that a low retrieval score marks the positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rich.progress import track
+
+from recsys.data.dataset import PreparedDataset
+from recsys.evaluation.retrieval import SeenItems, rank_full_catalog
+from recsys.features.ranker_features import (
+    InteractionTimeline,
+    ItemFeatureTables,
+    ItemTransitions,
+    candidate_features,
+    last_items,
+)
+
+
+@dataclass
+class CandidateSet:
+    """One row per (user, target): the retrieved list and everything the ranker reads."""
+
+    user_idx: np.ndarray  # [N]
+    user_vectors: torch.Tensor  # [N, d]
+    candidates: torch.Tensor  # [N, K] item_idx, retrieval order; 0 = no candidate (catalog exhausted)
+    features: torch.Tensor  # [N, K, F]
+    targets: torch.Tensor  # [N]
+    target_pos: torch.Tensor  # [N] position of the target in ``candidates``, −1 when not retrieved
+    retrieval_rank: torch.Tensor  # [N] full-catalog rank of the target (pessimistic ties)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, rows: np.ndarray) -> CandidateSet:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        return CandidateSet(
+            self.user_idx[rows],
+            *(t[idx] for t in (self.user_vectors, self.candidates, self.features, self.targets)),
+            self.target_pos[idx],
+            self.retrieval_rank[idx],
+        )
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return (self.candidates == self.targets[:, None]).float()
+
+
+@torch.no_grad()
+def build_candidates(
+    model,
+    dataset: PreparedDataset,
+    split: str,
+    k: int,
+    tables: ItemFeatureTables,
+    timeline: InteractionTimeline,
+    transitions: ItemTransitions,
+    window_ms: int,
+    max_history: int | None,
+    last_n: int = 5,
+    batch_size: int = 512,
+    catalog: torch.Tensor | None = None,
+) -> CandidateSet:
+    """Top-``k`` lists of a trained ``TwoTowerModule`` for every row of ``split`` (val or test)."""
+    from recsys.data.datamodules import RaggedRows  # local: datamodules imports this module
+
+    model.eval()
+    rows = RaggedRows.from_split(dataset, split, max_history)
+    timestamps = dataset.read_split(split, ["timestamp"])["timestamp"].to_numpy()
+    seen = SeenItems.for_split(dataset, split)
+    catalog = model.encode_catalog() if catalog is None else catalog
+    parts: dict[str, list] = {n: [] for n in ("user", "cand", "feat", "pos", "rank")}
+    for lo in track(range(0, len(rows), batch_size), description=f"candidates ({split})", transient=True):
+        idx = list(range(lo, min(lo + batch_size, len(rows))))
+        batch = rows[idx]
+        user = model.encode_users(batch["history"], batch["lengths"]).float()
+        seen_rows, seen_items = seen.batch(batch["user_idx"].numpy())
+        result = rank_full_catalog(
+            lambda items, u=user: u @ catalog[items].T,
+            batch["target"],
+            dataset.n_items,
+            seen_rows,
+            seen_items,
+            k,
+            model.hparams.eval_chunk_size,
+        )
+        cand = result.topk
+        scores = (user[:, None, :] * catalog[cand]).sum(-1)
+        # a seen item can only reach the top-k as a −inf filler when fewer than k items are unseen
+        seen_mask = torch.zeros_like(cand, dtype=torch.bool)
+        if len(seen_rows):
+            key = torch.as_tensor(seen_rows) * (dataset.n_items + 2) + torch.as_tensor(seen_items)
+            cand_key = torch.arange(len(idx))[:, None] * (dataset.n_items + 2) + cand
+            seen_mask = torch.isin(cand_key, key)
+        cand = torch.where(seen_mask, torch.zeros_like(cand), cand)
+        if cand.shape[1] < k:
+            cand = torch.nn.functional.pad(cand, (0, k - cand.shape[1]))
+            scores = torch.nn.functional.pad(scores, (0, k - scores.shape[1]))
+        scores = torch.where(cand == 0, torch.zeros_like(scores), scores)
+        recent = torch.from_numpy(timeline.counts(cand.numpy(), timestamps[idx], window_ms))
+        last = last_items(batch["history"], batch["lengths"], transitions.window).numpy()
+        follows = torch.from_numpy(transitions.counts(last, cand.numpy()))
+        feats = candidate_features(
+            tables, cand, scores, recent, follows, batch["history"], batch["lengths"], last_n
+        )
+        hit = cand == batch["target"][:, None]
+        pos = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(batch["target"], -1))
+        for name, value in zip(parts, (user, cand, feats, pos, result.ranks), strict=True):
+            parts[name].append(value)
+    return CandidateSet(
+        rows.users.numpy(),
+        torch.cat(parts["user"]),
+        torch.cat(parts["cand"]),
+        torch.cat(parts["feat"]),
+        rows.targets.clone(),
+        torch.cat(parts["pos"]),
+        torch.cat(parts["rank"]),
+    )

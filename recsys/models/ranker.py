@@ -1,0 +1,180 @@
+"""Second stage: re-score the retrieved candidates of each user.
+
+``RankerNet`` is plain torch (the serving graph loads it from safetensors); ``RankerModule``
+trains it with Lightning. ``features=[]`` with ``use_embeddings=true`` and ``loss=bce`` is the
+seed's ranker (an MLP on [u, i, u⊙i]); the default adds the dense features of
+``recsys.features.ranker_features`` through both the MLP and a linear ("wide") path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys.data.dataset import PreparedDataset
+from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
+from recsys.evaluation.ranking import CandidateListMetrics, reranked, two_stage_ranks
+from recsys.features.ranker_features import FEATURES
+from recsys.models.two_tower import item_arrays
+
+LOSSES = ("bce", "listwise")
+
+
+class RankerNet(nn.Module):
+    """``forward(user [B, d], items [B, K, d], features [B, K, F_all]) -> logits [B, K]``."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        features: list[str],
+        use_embeddings: bool = True,
+        hidden: list[int] | tuple[int, ...] = (512, 256),
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        unknown = sorted(set(features) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"unknown ranker features {unknown}; known: {list(FEATURES)}")
+        if not (features or use_embeddings):
+            raise ValueError("the ranker needs features, embeddings, or both")
+        self.use_embeddings = use_embeddings
+        self.register_buffer(
+            "feature_columns", torch.tensor([FEATURES.index(f) for f in features], dtype=torch.long)
+        )
+        width = 3 * embedding_dim * use_embeddings + len(features)
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+        self.wide = nn.Linear(len(features), 1, bias=False) if features else None
+
+    def forward(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        dense = features.index_select(-1, self.feature_columns)
+        parts = [dense]
+        if self.use_embeddings:
+            u = user[:, None, :].expand_as(items)
+            parts = [u, items, u * items, dense]
+        logits = self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+        if self.wide is not None:
+            logits = logits + self.wide(dense).squeeze(-1)
+        return logits
+
+
+def ranker_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """``bce``: mean over valid candidates. ``listwise``: softmax cross-entropy of the positive
+    against its list, over the lists that hold one (a list without it has nothing to learn)."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits[mask], labels[mask])
+    has_pos = (labels * mask).sum(dim=1) > 0
+    if not has_pos.any():
+        return logits.sum() * 0.0  # keeps the graph; no list to learn from in this batch
+    masked = logits.masked_fill(~mask, float("-inf"))[has_pos]
+    return F.cross_entropy(masked, labels[has_pos].argmax(dim=1))
+
+
+class RankerModule(L.LightningModule):
+    """Hyperparameters are plain values (checkpoints load with ``weights_only=True``)."""
+
+    def __init__(
+        self,
+        dataset_dir: str,
+        embedding_dim: int,
+        features: list[str] | None = None,
+        use_embeddings: bool = True,
+        hidden: list[int] | None = None,
+        dropout: float = 0.2,
+        loss: str = "listwise",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        monitor: str = "val/ndcg@10",
+        test_ks: list[int] | None = None,
+        ranking_ks: list[int] | None = None,
+    ):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        features = list(FEATURES if features is None else features)
+        hidden = list(hidden if hidden is not None else [512, 256])
+        test_ks = [int(k) for k in (test_ks or [10, 20, 50, 100])]
+        ranking_ks = [int(k) for k in (ranking_ks or [5, 10, 20])]
+        super().__init__()
+        self.save_hyperparameters()  # reads the (normalized) local values above
+        self.net = RankerNet(embedding_dim, features, use_embeddings, hidden, dropout)
+        dataset = PreparedDataset.load(dataset_dir, verify=False)
+        arrays = item_arrays(dataset)
+        n, text = dataset.n_items, np.asarray(dataset.text_embeddings(mmap=False), dtype=np.float32)
+        list_args = (test_ks, n, arrays["is_warm"], arrays["train_count"], text)
+        self.val_two_stage = FullCatalogRetrievalMetrics([10], n, arrays["is_warm"], list_metrics=False)
+        self.val_retrieval = FullCatalogRetrievalMetrics([10], n, arrays["is_warm"], list_metrics=False)
+        self.two_stage_metrics = FullCatalogRetrievalMetrics(*list_args)
+        self.retrieval_metrics = FullCatalogRetrievalMetrics(*list_args)
+        self.ranking_metrics = CandidateListMetrics(ranking_ks)
+        self.n_items = n
+        self.test_results: dict[str, float] = {}
+        self._list_offset = 0
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(batch["user"], batch["items"], batch["features"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = ranker_loss(self(batch), batch["labels"], batch["mask"], self.hparams.loss)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
+        return loss
+
+    def _ranks(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        return two_stage_ranks(logits, batch["mask"], batch["target_pos"], self.n_items)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self(batch)
+        self.val_two_stage.update(self._ranks(batch, logits), batch["target"])
+        self.val_retrieval.update(batch["retrieval_rank"], batch["target"])
+
+    def on_validation_epoch_end(self) -> None:
+        two_stage = self.val_two_stage.compute()["all"]
+        retrieval = self.val_retrieval.compute()["all"]
+        self.val_two_stage.reset()
+        self.val_retrieval.reset()
+        self.log("val/ndcg@10", two_stage["ndcg@10"], prog_bar=True)
+        self.log("val/retrieval_ndcg@10", retrieval["ndcg@10"])
+
+    def on_test_epoch_start(self) -> None:
+        self._list_offset = 0
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self(batch)
+        mask = batch["mask"]
+        self.two_stage_metrics.update(
+            self._ranks(batch, logits), batch["target"], reranked(logits, batch["candidates"], mask)
+        )
+        self.retrieval_metrics.update(batch["retrieval_rank"], batch["target"], batch["candidates"])
+        list_ids = torch.arange(len(logits), device=logits.device) + self._list_offset
+        self._list_offset += len(logits)
+        self.ranking_metrics.update_lists(logits, batch["labels"], mask, list_ids)
+
+    def on_test_epoch_end(self) -> None:
+        k_max = int(self.trainer.datamodule.num_candidates) if self.trainer.datamodule else None
+        results: dict[str, float] = {}
+        for prefix, metric in (("two_stage", self.two_stage_metrics), ("retrieval", self.retrieval_metrics)):
+            for segment, values in metric.compute().items():
+                name = prefix if segment == "all" else f"{prefix}_{segment}"
+                for key, value in values.items():
+                    k = int(key.split("@")[1]) if "@" in key else None
+                    if k is None or k_max is None or k <= k_max:  # beyond K two-stage is undefined
+                        results[f"{name}/{key}"] = value
+            metric.reset()
+        results.update({f"ranking/{k}": float(v) for k, v in self.ranking_metrics.compute().items()})
+        self.ranking_metrics.reset()
+        self.test_results = results
+        self.log_dict({k: results[k] for k in ("two_stage/ndcg@10", "retrieval/ndcg@10") if k in results})
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        return {"optimizer": optimizer}

@@ -1,0 +1,233 @@
+"""The combined inference graph, pure torch/FAISS (no HTTP): what the server runs per request.
+
+history -> user tower (one batched pass over the encoded history) -> ANN top-K (seen items
+excluded) -> ranker -> top-N. Fewer than ``min_history`` known items -> popularity fallback
+(by the categories of the given items where there are any, else global).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys.data.dataset import FIRST_ITEM_IDX
+from recsys.features.ranker_features import ItemFeatureTables, candidate_features, last_items
+from recsys.features.text_embeddings import encoder_from_key
+from recsys.serving.bundle import Bundle
+
+
+class UnknownUserError(KeyError):
+    pass
+
+
+class UnknownItemError(KeyError):
+    pass
+
+
+class InferenceGraph:
+    def __init__(self, bundle: Bundle, min_history: int = 3, max_top_k: int = 100, threads: int | None = 1):
+        if threads:
+            torch.set_num_threads(threads)
+            faiss.omp_set_num_threads(threads)
+        self.bundle = bundle
+        m = bundle.manifest
+        self.min_history, self.max_top_k = int(min_history), int(max_top_k)
+        self.max_history, self.num_candidates = int(m["max_history"]), int(m["num_candidates"])
+        self.last_n = int(m.get("last_n", 5))
+        items = bundle.items
+        self.item_ids = pd.Index(items["item_id"].astype(str))
+        self.item_idx = items["item_idx"].to_numpy()
+        self.titles = items["title"].to_numpy()
+        self.user_rows = pd.Index(bundle.users["user_id"].astype(str))
+        popularity = items["popularity"].to_numpy()
+        self.popularity = popularity.astype(np.int64)
+        self.by_popularity = self.item_idx[np.argsort(-popularity, kind="stable")]
+        self.pop_score = np.zeros(len(items) + FIRST_ITEM_IDX, dtype=np.float32)
+        self.pop_score[self.item_idx] = np.log1p(popularity)
+        # per-category item lists, most popular first (for the cold-user fallback)
+        cats = (
+            items[["item_idx", "categories", "popularity"]]
+            .explode("categories")
+            .dropna(subset=["categories"])
+        )
+        cats = cats.sort_values(["categories", "popularity"], ascending=[True, False], kind="stable")
+        self.category_items = {c: g["item_idx"].to_numpy() for c, g in cats.groupby("categories", sort=False)}
+        self.categories = items["categories"].to_numpy()
+        n = len(items) + FIRST_ITEM_IDX
+        warm = np.zeros(n, dtype=bool)
+        warm[self.item_idx] = items["is_warm"].to_numpy()
+        counts = np.zeros(n, dtype=np.float32)
+        counts[self.item_idx] = popularity
+        self.tables = ItemFeatureTables(
+            torch.from_numpy(np.log1p(counts)),
+            torch.from_numpy((~warm).astype(np.float32)),
+            torch.from_numpy(np.asarray(bundle.text_embeddings, dtype=np.float32)),
+        )
+        self.recent = np.zeros(n, dtype=np.int64)
+        self.recent[self.item_idx] = items["recent_popularity"].to_numpy()
+        self.embeddings = torch.from_numpy(
+            np.concatenate(
+                [np.zeros((2, bundle.item_embeddings.shape[1]), np.float32), bundle.item_embeddings]
+            )
+        )
+        self._text_encoder = None
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, **kwargs: Any) -> InferenceGraph:
+        return cls(Bundle.load(path), **kwargs)
+
+    # ------------------------------------------------------------------ lookups
+    def _row_of_user(self, user_id: str) -> int:
+        row = self.user_rows.get_indexer([str(user_id)])[0]
+        if row < 0:
+            raise UnknownUserError(f"unknown user_id {user_id!r}")
+        return int(row)
+
+    def user_history_idx(self, user_id: str) -> np.ndarray:
+        history = self.bundle.users["history"].iat[self._row_of_user(user_id)]
+        return self.item_idx[self.item_ids.get_indexer([str(i) for i in history])]
+
+    def to_item_idx(self, item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
+        pos = self.item_ids.get_indexer([str(i) for i in item_ids])
+        unknown = [str(i) for i, p in zip(item_ids, pos, strict=True) if p < 0]
+        return self.item_idx[pos[pos >= 0]], unknown
+
+    def item(self, item_id: str) -> dict[str, Any]:
+        pos = self.item_ids.get_indexer([str(item_id)])[0]
+        if pos < 0:
+            raise UnknownItemError(f"unknown item_id {item_id!r}")
+        idx = self.item_idx[pos]
+        return {
+            "item_id": str(self.item_ids[pos]),
+            "title": str(self.titles[pos]),
+            "categories": [str(c) for c in self.categories[pos]],
+            "popularity": int(self.popularity[pos]),
+            "is_warm": bool(self.tables.is_cold[idx] == 0),
+        }
+
+    def history(self, user_id: str, limit: int = 50) -> dict[str, Any]:
+        row = self._row_of_user(user_id)
+        history = list(self.bundle.users["history"].iat[row])[-limit:]
+        times = list(self.bundle.users["timestamps"].iat[row])[-limit:]
+        pos = self.item_ids.get_indexer(history)
+        return {
+            "user_id": str(user_id),
+            "items": [
+                {"item_id": str(i), "title": str(self.titles[p]), "timestamp": None if t is None else int(t)}
+                for i, p, t in zip(history, pos, times, strict=True)
+            ],
+        }
+
+    # ------------------------------------------------------------------ recommending
+    def recommend(
+        self, user_id: str | None = None, history: list[str] | None = None, top_k: int = 10
+    ) -> dict[str, Any]:
+        """Known user (``user_id``) or anonymous (``history`` of item ids, oldest first)."""
+        if not 1 <= top_k <= self.max_top_k:
+            raise ValueError(f"top_k must be in 1..{self.max_top_k}, got {top_k}")
+        unknown: list[str] = []
+        if user_id is not None:
+            row = self._row_of_user(user_id)
+            hist = self.user_history_idx(user_id)
+            b = self.bundle.seen
+            seen = b.indices[b.indptr[row] : b.indptr[row + 1]]
+        else:
+            hist, unknown = self.to_item_idx(list(history or []))
+            seen = np.unique(hist)
+        hist = hist[-self.max_history :]
+        if len(hist) < self.min_history:
+            strategy, items, scores = "popular", *self._popular(hist, seen, top_k)
+        else:
+            strategy, items, scores = "two_stage", *self._two_stage(hist, seen, top_k)
+        out: dict[str, Any] = {
+            "strategy": strategy,
+            "items": [
+                {
+                    "item_id": str(self.item_ids[i - FIRST_ITEM_IDX]),
+                    "title": str(self.titles[i - FIRST_ITEM_IDX]),
+                    "score": float(s),
+                    "rank": r + 1,
+                }
+                for r, (i, s) in enumerate(zip(items, scores, strict=True))
+            ],
+        }
+        if user_id is not None:
+            out["user_id"] = str(user_id)
+        else:
+            out["unknown_items"] = unknown
+        return out
+
+    def _popular(self, hist: np.ndarray, seen: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        pools = [self.category_items.get(c, []) for i in hist for c in self.categories[i - FIRST_ITEM_IDX]]
+        pool = np.unique(np.concatenate(pools)) if pools and any(len(p) for p in pools) else np.zeros(0, int)
+        ranked = pool[np.argsort(-self.pop_score[pool], kind="stable")] if len(pool) else pool
+        # top up with global popularity when the categories hold too few unseen items
+        merged = np.concatenate([ranked, self.by_popularity])
+        _, first = np.unique(merged, return_index=True)
+        merged = merged[np.sort(first)]
+        merged = merged[~np.isin(merged, seen)][:top_k]
+        return merged, self.pop_score[merged]
+
+    @torch.no_grad()
+    def _two_stage(self, hist: np.ndarray, seen: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        history = torch.from_numpy(hist.astype(np.int64))[None]
+        lengths = torch.tensor([len(hist)])
+        user = self.bundle.user_tower(self.embeddings[history], lengths)
+        k = max(self.num_candidates, top_k)
+        scores, cand = self.bundle.index.search(user.numpy(), k, exclude=[seen])
+        valid = cand[0] >= 0
+        cand_t = torch.from_numpy(np.where(valid, cand[0], 0))[None]
+        score_t = torch.from_numpy(np.where(valid, scores[0], 0.0).astype(np.float32))[None]
+        ranker = self.bundle.ranker
+        if ranker is None:
+            order = np.arange(valid.sum())
+            final = score_t[0].numpy()
+        else:
+            recent = torch.from_numpy(self.recent[cand_t.numpy()])
+            last = last_items(history, lengths, self.bundle.transitions.window).numpy()
+            follows = torch.from_numpy(self.bundle.transitions.counts(last, cand_t.numpy()))
+            feats = candidate_features(
+                self.tables, cand_t, score_t, recent, follows, history, lengths, self.last_n
+            )
+            items = self.embeddings[cand_t]
+            final = ranker(user, items, feats)[0].masked_fill(~torch.from_numpy(valid), float("-inf")).numpy()
+            order = np.argsort(-final, kind="stable")[: int(valid.sum())]
+        order = order[:top_k]
+        return cand_t[0].numpy()[order], final[order]
+
+    # ------------------------------------------------------------------ catalog changes
+    def add_items(self, item_ids: list[str], titles: list[str], texts: list[str]) -> np.ndarray:
+        """Embed new items from their text alone (the item tower's cold path) and index them."""
+        if self._text_encoder is None:
+            info = self.bundle.manifest["text_encoder"]
+            self._text_encoder = encoder_from_key(info["type"], info["key"])
+        text = torch.from_numpy(self._text_encoder.encode(list(texts)).astype(np.float32))
+        with torch.no_grad():
+            vectors = self.bundle.item_tower.encode_text(text)
+        start = len(self.embeddings)
+        new_idx = np.arange(start, start + len(item_ids), dtype=np.int64)
+        self.bundle.index.add(new_idx, vectors.numpy())
+        self.embeddings = torch.cat([self.embeddings, vectors])
+        self.item_ids = self.item_ids.append(pd.Index([str(i) for i in item_ids]))
+        self.item_idx = np.concatenate([self.item_idx, new_idx])
+        self.titles = np.concatenate([self.titles, np.asarray(titles, dtype=object)])
+        no_categories = np.empty(len(item_ids), dtype=object)
+        for i in range(len(item_ids)):
+            no_categories[i] = []
+        self.categories = np.concatenate([self.categories, no_categories])
+        zeros = np.zeros(len(item_ids), dtype=np.float32)
+        self.popularity = np.concatenate([self.popularity, zeros.astype(np.int64)])
+        self.pop_score = np.concatenate([self.pop_score, zeros])
+        self.recent = np.concatenate([self.recent, zeros.astype(np.int64)])
+        t = self.tables
+        self.tables = ItemFeatureTables(
+            torch.cat([t.log_popularity, torch.from_numpy(zeros)]),
+            torch.cat([t.is_cold, torch.ones(len(item_ids))]),
+            torch.cat([t.text, text]),
+        )
+        return new_idx

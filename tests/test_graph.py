@@ -1,0 +1,113 @@
+"""The inference graph on a tiny bundle: two-stage path, cold users, seen items, new items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.serving.graph import InferenceGraph, UnknownItemError, UnknownUserError
+
+
+@pytest.fixture(scope="module")
+def graph(tiny_bundle) -> InferenceGraph:
+    return InferenceGraph.from_bundle(tiny_bundle, max_top_k=100)
+
+
+def test_known_user_two_stage_never_recommends_seen(graph):
+    users = graph.bundle.users
+    for row in range(0, len(users), max(1, len(users) // 20)):
+        user_id = users["user_id"].iat[row]
+        out = graph.recommend(user_id=user_id, top_k=20)
+        assert out["strategy"] == "two_stage" and out["user_id"] == user_id
+        assert [x["rank"] for x in out["items"]] == list(range(1, 21))
+        scores = [x["score"] for x in out["items"]]
+        assert scores == sorted(scores, reverse=True)
+        seen = graph.bundle.seen.indices[graph.bundle.seen.indptr[row] : graph.bundle.seen.indptr[row + 1]]
+        seen_ids = set(graph.item_ids[seen - 2])
+        assert not seen_ids & {x["item_id"] for x in out["items"]}
+
+
+def test_graph_ranks_like_the_trained_models(graph, trained):
+    """Anonymous history through the graph = user tower + exact top-K + ranker by hand."""
+    from recsys.models.ranker import RankerModule
+
+    users = graph.bundle.users
+    history = list(users["history"].iat[0])[-10:]
+    out = graph.recommend(history=history, top_k=10)
+    hist = torch.as_tensor(graph.to_item_idx(history)[0])[None]
+    lengths = torch.tensor([hist.shape[1]])
+    user = graph.bundle.user_tower(graph.embeddings[hist], lengths)
+    scores = (graph.embeddings[2:] @ user[0]).detach().numpy()
+    scores[hist[0].numpy() - 2] = -np.inf
+    top_k = np.argsort(-scores, kind="stable")[: graph.num_candidates] + 2
+    returned = graph.to_item_idx([x["item_id"] for x in out["items"]])[0]
+    assert set(returned) <= set(top_k)  # the final list comes from the retrieved K
+    ranker = RankerModule.load_from_checkpoint(trained["ranker"], map_location="cpu", weights_only=True)
+    exported = dict(graph.bundle.ranker.state_dict())
+    for key, value in ranker.net.state_dict().items():
+        assert torch.equal(exported[key], value)
+
+
+@pytest.mark.parametrize("n_known", [0, 1, 2])
+def test_cold_users_get_popular_by_category(graph, n_known):
+    popular_ids = list(graph.item_ids[graph.by_popularity[:5] - 2])
+    given = popular_ids[:n_known]
+    out = graph.recommend(history=[*given, "no-such-item"], top_k=5)
+    assert out["strategy"] == "popular"
+    assert out["unknown_items"] == ["no-such-item"]
+    returned = [x["item_id"] for x in out["items"]]
+    assert len(returned) == 5 and not set(given) & set(returned)
+    if n_known == 0:
+        assert returned == popular_ids  # global popularity
+    else:
+        cats = {c for i in given for c in graph.item(i)["categories"]}
+        assert all(set(graph.item(i)["categories"]) & cats for i in returned[:2])
+
+
+def test_history_cap_uses_most_recent_items(graph, monkeypatch):
+    users = graph.bundle.users
+    long = [i for h in users["history"].head(10) for i in h]
+    assert len(long) > graph.max_history
+    seen_by_tower = []
+    tower = graph.bundle.user_tower
+
+    def recording(vectors, lengths):
+        seen_by_tower.append(vectors.clone())
+        return tower(vectors, lengths)
+
+    monkeypatch.setattr(graph.bundle, "user_tower", recording)
+    out = graph.recommend(history=long, top_k=10)
+    expected = graph.embeddings[torch.as_tensor(graph.to_item_idx(long[-graph.max_history :])[0])]
+    assert seen_by_tower[0].shape[1] == graph.max_history
+    assert torch.equal(seen_by_tower[0][0], expected)
+    # every given item is excluded, not only the most recent ones
+    assert not set(long) & {x["item_id"] for x in out["items"]}
+
+
+def test_errors_and_lookups(graph):
+    with pytest.raises(UnknownUserError):
+        graph.recommend(user_id="nobody")
+    with pytest.raises(UnknownItemError):
+        graph.item("nothing")
+    with pytest.raises(ValueError, match="top_k"):
+        graph.recommend(history=[], top_k=0)
+    user_id = graph.bundle.users["user_id"].iat[0]
+    hist = graph.history(user_id, limit=3)
+    assert [x["item_id"] for x in hist["items"]] == list(graph.bundle.users["history"].iat[0])[-3:]
+    assert all(x["timestamp"] is None or x["timestamp"] > 0 for x in hist["items"])
+
+
+def test_new_item_from_text_is_retrievable(graph):
+    """A new item embedded through the cold path is searchable at once."""
+    users = graph.bundle.users
+    history = list(users["history"].iat[1])
+    before = graph.recommend(history=history, top_k=100)
+    new = graph.add_items(["NEW-1"], ["A brand new film"], ["A brand new film. Genres: Drama"])
+    assert graph.item("NEW-1")["title"] == "A brand new film" and not graph.item("NEW-1")["is_warm"]
+    assert int(new[0]) in graph.bundle.index
+    vec = graph.bundle.index.reconstruct(int(new[0]))
+    np.testing.assert_allclose(np.linalg.norm(vec), 1.0, atol=1e-5)
+    after = graph.recommend(history=[*history, "NEW-1"], top_k=100)
+    assert "NEW-1" not in {x["item_id"] for x in after["items"]}  # seen now
+    assert len(before["items"]) == len(after["items"]) == 100

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from recsys.index.faiss_index import FlatIndex, HNSWIndex, IndexInputError, ItemIndex, IVFIndex
+
+DIM = 16
+
+
+def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(queries, ids, vectors, k, exclude=None):
+    scores = queries @ vectors.T
+    out = []
+    for q in range(len(queries)):
+        order = [
+            i for i in np.argsort(-scores[q], kind="stable") if exclude is None or ids[i] not in exclude[q]
+        ]
+        out.append(ids[order[:k]])
+    return np.array(out)
+
+
+BACKENDS = {
+    "flat": lambda: FlatIndex(DIM),
+    "hnsw": lambda: HNSWIndex(DIM, m=16, ef_construction=200, ef_search=400),
+    "ivf": lambda: IVFIndex(DIM, nlist=4, nprobe=4),  # nprobe = nlist: exhaustive, exact
+}
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_search_add_remove_round_trip(kind, tmp_path):
+    vectors = unit_vectors(300)
+    ids = np.arange(1000, 1300, dtype=np.int64)
+    index = BACKENDS[kind]().build(ids, vectors)
+    queries = unit_vectors(5, seed=1)
+    _, found = index.search(queries, 10)
+    np.testing.assert_array_equal(found, brute_force(queries, ids, vectors, 10))
+
+    # remove the current best hit of query 0: it must vanish from every result
+    gone = int(found[0, 0])
+    assert index.remove(np.array([gone, 99999])) == 1
+    assert gone not in index and len(index) == 299
+    _, found = index.search(queries, 10)
+    assert gone not in found
+    keep = ids != gone
+    np.testing.assert_array_equal(found, brute_force(queries, ids[keep], vectors[keep], 10))
+
+    # add a new item equal to query 0: it is query 0's top hit with score 1
+    index.add(np.array([5000]), queries[:1])
+    scores, found = index.search(queries[:1], 3)
+    assert found[0, 0] == 5000 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(index.reconstruct(5000), queries[0], atol=1e-6)
+
+    # re-adding a removed id works; adding a live id is refused
+    index.add(np.array([gone]), vectors[ids == gone])
+    assert gone in index and len(index) == 301
+    with pytest.raises(IndexInputError, match="already in the index"):
+        index.add(np.array([5000]), queries[:1])
+
+    # save -> load keeps ids, tombstones and results
+    index.remove(np.array([1001]))
+    index.save(tmp_path / "items.faiss")
+    loaded = ItemIndex.load(tmp_path / "items.faiss")
+    assert type(loaded) is type(index) and len(loaded) == len(index) == 300
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
+    assert 1001 not in loaded.search(queries, 300)[1]
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_search_excludes_per_query_ids(kind):
+    vectors = unit_vectors(200)
+    ids = np.arange(2, 202, dtype=np.int64)
+    index = BACKENDS[kind]().build(ids, vectors)
+    queries = unit_vectors(3, seed=2)
+    exclude = [np.array(brute_force(queries, ids, vectors, 5)[0]), np.array([], dtype=np.int64), ids[:150]]
+    _, found = index.search(queries, 8, exclude=exclude)
+    np.testing.assert_array_equal(
+        found, brute_force(queries, ids, vectors, 8, exclude=[set(e) for e in exclude])
+    )
+
+
+def test_more_k_than_items_pads_with_minus_one():
+    index = FlatIndex(DIM).build(np.array([7, 8]), unit_vectors(2))
+    scores, found = index.search(unit_vectors(1), 4)
+    assert sorted(found[0, :2]) == [7, 8] and list(found[0, 2:]) == [-1, -1]
+    assert np.isneginf(scores[0, 2:]).all()
+
+
+def test_bad_input_is_refused():
+    index = FlatIndex(DIM)
+    with pytest.raises(IndexInputError, match=r"shape \[n, 16\]"):
+        index.build(np.arange(3), np.zeros((3, 8), np.float32))
+    with pytest.raises(IndexInputError, match="unique"):
+        index.build(np.array([1, 1]), unit_vectors(2))
+    with pytest.raises(IndexInputError, match="needs at least"):
+        IVFIndex(DIM, nlist=50).build(np.arange(10), unit_vectors(10))

@@ -1,0 +1,181 @@
+"""Stage two on tiny synthetic data: candidates, ranker features, two-stage metrics, the bundle."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.data.candidates import build_candidates
+from recsys.evaluation.ranking import reranked, two_stage_ranks
+from recsys.evaluation.retrieval import SeenItems
+from recsys.features.ranker_features import FEATURES, InteractionTimeline, ItemFeatureTables, ItemTransitions
+from recsys.models.ranker import ranker_loss
+from recsys.models.two_tower import TwoTowerModule
+from recsys.serving.bundle import Bundle
+from recsys.utils.artifacts import ManifestError
+from tests.conftest import K, export_bundle
+
+
+@pytest.fixture(scope="module")
+def retrieval(trained) -> TwoTowerModule:
+    return TwoTowerModule.load_from_checkpoint(
+        trained["retrieval"], map_location="cpu", weights_only=True
+    ).eval()
+
+
+def test_two_stage_ranks_hand_computed():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.5], [0.3, 0.2, 0.1, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    mask = torch.tensor([[True, True, True, True], [True, True, True, True], [True, True, False, False]])
+    target_pos = torch.tensor([2, 0, -1])
+    # row 0: target 0.5 ties with 0.5 (pessimistic) and is below 0.9 -> rank 2; row 1: top -> 0; row 2: miss
+    assert two_stage_ranks(scores, mask, target_pos, n_catalog=1000).tolist() == [2, 0, 1000]
+    cands = torch.tensor([[5, 6, 7, 8], [5, 6, 7, 8], [5, 6, 0, 0]])
+    assert reranked(scores, cands, mask)[2].tolist()[:2] == [6, 5]
+
+
+def test_ranker_losses_hand_computed():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [1.0, 1.0, 0.0]])
+    labels = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    # listwise: only row 0 has a positive; softmax over its 2 valid candidates
+    expected = -(0.0 - math.log(math.exp(2.0) + math.exp(0.0)))
+    assert ranker_loss(logits, labels, mask, "listwise").item() == pytest.approx(expected, rel=1e-6)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    terms = [
+        -math.log(1 - sig(2.0)),
+        -math.log(sig(0.0)),
+        -math.log(1 - sig(1.0)),
+        -math.log(1 - sig(1.0)),
+        -math.log(1 - sig(0.0)),
+    ]
+    assert ranker_loss(logits, labels, mask, "bce").item() == pytest.approx(sum(terms) / 5, rel=1e-6)
+
+
+def test_timeline_counts_trailing_window():
+    timeline = InteractionTimeline.from_arrays(np.array([2, 2, 2, 3]), np.array([100, 200, 300, 250]))
+    counts = timeline.counts(np.array([[2, 3], [2, 3]]), np.array([301, 250]), window_ms=150)
+    # row 0: [151, 301) holds item 2 at 200, 300 and item 3 at 250; row 1: [100, 250) holds 100, 200
+    assert counts.tolist() == [[2, 1], [2, 0]]
+    assert timeline.end == 301
+
+
+def test_transition_counts_hand_computed(retrieval):
+    # sequences 2 3 4 and 3 4: with window 2, (2→3) 1, (2→4) 1, (3→4) 2
+    matrix = sp.csr_matrix(([1, 1, 2], ([2, 2, 3], [3, 4, 4])), shape=(6, 6), dtype=np.float32)
+    transitions = ItemTransitions(matrix, window=2)
+    last = np.array([[3, 2], [5, 0]])  # most recent first; 0 = no item
+    assert transitions.counts(last, np.array([[4, 3, 5], [4, 2, 3]])).tolist() == [[3, 1, 0], [0, 0, 0]]
+    # built from a dataset: every train row's target follows its last history item
+    built = ItemTransitions.from_dataset(retrieval._dataset, ("train",), window=1)
+    train = retrieval._dataset.read_split("train").to_pandas().head(50)
+    for history, target in zip(train["history"], train["target"], strict=True):
+        assert built.matrix[history[-1], target] >= 1
+
+
+def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
+    dataset = retrieval._dataset
+    tables = ItemFeatureTables.from_dataset(dataset)
+    timeline = InteractionTimeline.from_dataset(dataset)
+    transitions = ItemTransitions.from_dataset(dataset, ("train", "val"))
+    cands = build_candidates(retrieval, dataset, "test", K, tables, timeline, transitions, 86_400_000, 20)
+    seen = SeenItems.for_split(dataset, "test")
+    catalog = retrieval.encode_catalog()
+    n_missed = 0
+    for row in range(len(cands)):
+        user = int(cands.user_idx[row])
+        seen_items = set(seen.indices[seen.indptr[user] : seen.indptr[user + 1]].tolist())
+        listed = cands.candidates[row][cands.candidates[row] > 0].tolist()
+        assert not seen_items & set(listed)
+        # brute force: the top K unseen items by score are exactly the list
+        scores = (catalog[2:] @ cands.user_vectors[row]).numpy()
+        order = [i + 2 for i in np.argsort(-scores, kind="stable") if i + 2 not in seen_items][:K]
+        assert set(order) == set(listed)
+        target = int(cands.targets[row])
+        pos = int(cands.target_pos[row])
+        assert (pos >= 0) == (target in listed) == (int(cands.retrieval_rank[row]) < K)
+        n_missed += pos < 0
+    assert n_missed > 0, "tiny case should contain retrieval misses (the positive is then absent)"
+    assert cands.features.shape == (len(cands), K, len(FEATURES))
+    rank = cands.features[..., FEATURES.index("rank")]
+    assert torch.allclose(rank[0], torch.log1p(torch.arange(K, dtype=torch.float32)))
+    score = cands.features[..., FEATURES.index("score")]
+    assert (score[:, :-1] >= score[:, 1:] - 1e-6).all()  # retrieval order
+
+
+def test_two_stage_metric_equals_brute_force(trained):
+    from recsys.data.datamodules import CandidateDataModule
+    from recsys.models.ranker import RankerModule
+
+    metrics = trained["metrics"]
+    for key in (
+        "two_stage/ndcg@10",
+        "two_stage/recall@10",
+        "retrieval/ndcg@10",
+        "ranking/auc",
+        "ranking/ndcg@10",
+    ):
+        assert key in metrics
+    ranker = RankerModule.load_from_checkpoint(
+        trained["ranker"], map_location="cpu", weights_only=True
+    ).eval()
+    dm = CandidateDataModule(str(trained["retrieval"]), num_candidates=K, seed=42)
+    dm.setup()
+    lists = dm.splits["test"]
+    batch = lists[list(range(len(lists)))]
+    with torch.no_grad():
+        logits = ranker(batch).numpy()
+    ndcg, recall_k = [], []
+    for row in range(len(lists)):
+        valid = batch["candidates"][row].numpy() > 0
+        items = batch["candidates"][row].numpy()[valid]
+        order = items[np.argsort(-logits[row][valid], kind="stable")]
+        hits = np.flatnonzero(order == int(batch["target"][row]))
+        pos = int(hits[0]) if len(hits) else 10**9
+        ndcg.append(1 / math.log2(pos + 2) if pos < 10 else 0.0)
+        recall_k.append(float(pos < K))
+    assert metrics["two_stage/ndcg@10"] == pytest.approx(np.mean(ndcg), abs=1e-6)
+    # the ranker re-orders the retrieved K: recall@K is retrieval's
+    assert np.mean(recall_k) == pytest.approx(metrics["retrieval/recall@50"], abs=1e-9)
+
+
+def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):
+    export_bundle(trained, tmp_path / "bundle")
+    bundle = Bundle.load(tmp_path / "bundle")
+    dataset = retrieval._dataset
+    assert len(bundle.items) == dataset.n_items and len(bundle.index) == dataset.n_items
+    assert bundle.item_embeddings.shape == (dataset.n_items, retrieval.hparams.dim)
+    assert bundle.manifest["ranker"]["features"] == list(FEATURES)
+    assert bundle.manifest["num_candidates"] == K and bundle.transitions.matrix.nnz > 0
+    # histories are the users' most recent items as item_id strings, ending with the test target
+    test = dataset.read_split("test").to_pandas()
+    id_of = dataset.items.set_index("item_idx")["item_id"]
+    row = test.iloc[0]
+    history = bundle.users.set_index("user_id").loc[row["user_id"], "history"]
+    assert list(history) == [id_of[i] for i in [*row["history"], row["target"]]][-20:]
+    # the exported towers reproduce the trained model
+    hist = torch.as_tensor(np.array(row["history"][-20:]))[None]
+    lengths = torch.tensor([hist.shape[1]])
+    with torch.no_grad():
+        expected = retrieval.encode_users(hist, lengths)
+        vectors = torch.from_numpy(bundle.item_embeddings[hist - 2])
+        np.testing.assert_allclose(bundle.user_tower(vectors, lengths), expected, atol=1e-5)
+        cold = np.flatnonzero(~bundle.items["is_warm"].to_numpy())
+        assert len(cold), "synthetic data has fresh (cold) items"
+        idx = torch.as_tensor(bundle.items["item_idx"].to_numpy()[cold])
+        np.testing.assert_allclose(
+            bundle.item_tower.encode_text(torch.from_numpy(bundle.text_embeddings[idx])),
+            retrieval.item_tower(idx),
+            atol=1e-5,
+        )
+    # a tampered file is refused with the file named
+    users = tmp_path / "bundle" / "users.parquet"
+    users.write_bytes(users.read_bytes()[:-8] + b"tampered")
+    with pytest.raises(ManifestError, match="users.parquet"):
+        Bundle.load(tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert set(manifest["files"]) >= {"index.faiss", "ranker.safetensors", "user_tower.safetensors"}
