@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 PYTHON ?= python
 TORCH_VERSION ?= 2.13.0
-BUNDLE ?= artifacts/demo/bundle
+DEMO ?= artifacts/demo
+BUNDLE ?= $(DEMO)/bundle
 PORT ?= 8000
 DATA ?= synthetic
 ARGS ?=
@@ -40,9 +41,21 @@ prepare: ensure-installed ## Prepare a dataset: make prepare DATA=synthetic|movi
 train: ensure-installed ## Train: make train ARGS="experiment=two_tower data=synthetic"
 	$(PYTHON) -m recsys.train $(ARGS)
 
-demo: ensure-installed ## Main job on the embedded synthetic data: prepare, train, evaluate (no downloads)
+demo: ensure-installed $(DEMO)/bundle/manifest.json ## Main job on the embedded synthetic data: prepare, both stages, bundle (no downloads)
+	@echo "bundle ready: $(DEMO)/bundle  -> serve it with: make serve"
+
+BEST_CKPT = $$($(PYTHON) -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" $(1))
+
+$(DEMO)/two_tower/metrics.json:
 	$(PYTHON) -m recsys.prepare data=synthetic
-	$(PYTHON) -m recsys.train experiment=two_tower data=synthetic $(ARGS)
+	$(PYTHON) -m recsys.train experiment=two_tower data=synthetic paths.output_dir=$(DEMO)/two_tower $(ARGS)
+
+$(DEMO)/ranker/metrics.json: $(DEMO)/two_tower/metrics.json
+	$(PYTHON) -m recsys.train experiment=ranker retrieval_ckpt=$(call BEST_CKPT,$<) paths.output_dir=$(DEMO)/ranker
+
+$(DEMO)/bundle/manifest.json: $(DEMO)/ranker/metrics.json
+	$(PYTHON) -m recsys.export retrieval_ckpt=$(call BEST_CKPT,$(DEMO)/two_tower/metrics.json) \
+		ranker_ckpt=$(call BEST_CKPT,$<) bundle_dir=$(DEMO)/bundle
 
 serve: ensure-installed ## Serve a bundle: make serve [BUNDLE=dir] [PORT=8000]
 	$(PYTHON) -m recsys.serve bundle=$(BUNDLE) port=$(PORT)

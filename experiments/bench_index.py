@@ -45,7 +45,9 @@ def user_queries(model: TwoTowerModule, n: int, seed: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--k", type=int, default=100)
@@ -80,7 +82,9 @@ def main() -> None:
             index.search(q[None], args.k)
             lat.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
-        found = np.concatenate([index.search(queries[i : i + 64], args.k)[1] for i in range(0, len(queries), 64)])
+        found = np.concatenate(
+            [index.search(queries[i : i + 64], args.k)[1] for i in range(0, len(queries), 64)]
+        )
         batch_qps = len(queries) / (time.perf_counter() - t0)
         if exact is None:
             exact = found

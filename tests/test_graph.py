@@ -111,3 +111,13 @@ def test_new_item_from_text_is_retrievable(graph):
     after = graph.recommend(history=[*history, "NEW-1"], top_k=100)
     assert "NEW-1" not in {x["item_id"] for x in after["items"]}  # seen now
     assert len(before["items"]) == len(after["items"]) == 100
+
+
+def test_cached_user_vectors_equal_the_user_tower(graph):
+    """Known users' vectors are computed at export; they must be what the tower gives now."""
+    for row in (0, 7, len(graph.bundle.users) - 1):
+        user_id = graph.bundle.users["user_id"].iat[row]
+        hist = torch.as_tensor(graph.user_history_idx(user_id))[None]
+        with torch.no_grad():
+            fresh = graph.bundle.user_tower(graph.embeddings[hist], torch.tensor([hist.shape[1]]))
+        np.testing.assert_allclose(graph.bundle.user_embeddings[row], fresh[0].numpy(), atol=1e-5)

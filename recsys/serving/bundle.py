@@ -6,6 +6,7 @@ Files (every one hashed in ``manifest.json``, verified on load):
 - ``users.parquet``: user_id, history (item_id strings, oldest first, capped at max_history),
   timestamps (ms; null for a user's first item, whose time the prepared dataset does not keep)
 - ``item_embeddings.npy``: float32 [n_items, d], row i = items.parquet row i (item_idx = i + 2)
+- ``user_embeddings.npy``: float32 [n_users, d], known users' vectors (row = users.parquet row)
 - ``text_embeddings.npy``: float32 [n_items + 2, text_dim] (ranker text feature, cold path)
 - ``index.faiss`` + ``index.faiss.json``: the ANN index over item_idx ids
 - ``transitions_{indptr,indices,data}.npy``: CSR item -> next-item counts (ranker feature)
@@ -43,6 +44,7 @@ from recsys.utils.artifacts import ManifestError, atomic_directory, read_manifes
 BUNDLE_FORMAT = 1
 REQUIRED_FILES = (
     "items.parquet",
+    "user_embeddings.npy",
     "users.parquet",
     "item_embeddings.npy",
     "text_embeddings.npy",
@@ -107,6 +109,7 @@ def user_histories(dataset: PreparedDataset, max_history: int) -> pd.DataFrame:
             "user_idx": present,
             "user_id": user_ids.loc[present].to_numpy(),
             "history": [list(x) for x in np.split(id_of[seq_items], splits)],
+            "history_idx": np.split(seq_items, splits),  # for export only, not written
             "timestamps": [[int(t) if t >= 0 else None for t in x] for x in np.split(seq_times, splits)],
         }
     )
@@ -125,6 +128,20 @@ def all_seen(dataset: PreparedDataset, user_idx: np.ndarray) -> tuple[np.ndarray
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     _, flat = full.batch(user_idx)
     return indptr.astype(np.int64), np.asarray(flat, dtype=np.int64)
+
+
+@torch.no_grad()
+def encode_histories(
+    retrieval, histories: list[np.ndarray], catalog: torch.Tensor, batch: int = 1024
+) -> np.ndarray:
+    """Known users' vectors, computed once at export (the server does not re-encode them)."""
+    out = []
+    for lo in range(0, len(histories), batch):
+        rows = [torch.as_tensor(h, dtype=torch.long) for h in histories[lo : lo + batch]]
+        lengths = torch.tensor([len(r) for r in rows])
+        padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        out.append(retrieval.user_tower(catalog[padded], lengths).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, catalog.shape[1]), np.float32)
 
 
 def write_bundle(
@@ -161,6 +178,7 @@ def write_bundle(
         }
     )
     users = user_histories(dataset, max_history)
+    user_vectors = encode_histories(retrieval, users.pop("history_idx").tolist(), retrieval.encode_catalog())
     info: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "kind": "recsys-bundle",
@@ -192,6 +210,7 @@ def write_bundle(
         np.save(staging / "item_embeddings.npy", np.ascontiguousarray(catalog, dtype=np.float32))
         np.save(staging / "text_embeddings.npy", retrieval.item_tower.text.numpy())
         index.save(staging / "index.faiss")
+        np.save(staging / "user_embeddings.npy", user_vectors)
         seen_indptr, seen_items = all_seen(dataset, users["user_idx"].to_numpy())
         np.save(staging / "seen_indptr.npy", seen_indptr)
         np.save(staging / "seen_items.npy", seen_items)
@@ -227,6 +246,7 @@ class Bundle:
     items: pd.DataFrame
     users: pd.DataFrame
     item_embeddings: np.ndarray
+    user_embeddings: np.ndarray
     text_embeddings: np.ndarray
     index: ItemIndex
     transitions: ItemTransitions
@@ -255,12 +275,14 @@ class Bundle:
         items = pd.read_parquet(path / "items.parquet")
         users = pd.read_parquet(path / "users.parquet")
         embeddings = np.load(path / "item_embeddings.npy")
+        user_embeddings = np.load(path / "user_embeddings.npy")
         text = np.load(path / "text_embeddings.npy")
         n, d = manifest["n_items"], manifest["embedding_dim"]
         checks = {
             "items.parquet rows": (len(items), n),
             "users.parquet rows": (len(users), manifest["n_users"]),
             "item_embeddings.npy shape": (embeddings.shape, (n, d)),
+            "user_embeddings.npy shape": (user_embeddings.shape, (manifest["n_users"], d)),
             "text_embeddings.npy rows": (text.shape[0], n + FIRST_ITEM_IDX),
         }
         for what, (got, expected) in checks.items():
@@ -307,6 +329,7 @@ class Bundle:
             items,
             users,
             embeddings,
+            user_embeddings,
             text,
             index,
             transitions,

@@ -131,11 +131,13 @@ class InferenceGraph:
         if not 1 <= top_k <= self.max_top_k:
             raise ValueError(f"top_k must be in 1..{self.max_top_k}, got {top_k}")
         unknown: list[str] = []
+        cached = None
         if user_id is not None:
             row = self._row_of_user(user_id)
             hist = self.user_history_idx(user_id)
             b = self.bundle.seen
             seen = b.indices[b.indptr[row] : b.indptr[row + 1]]
+            cached = torch.from_numpy(self.bundle.user_embeddings[row])[None]  # computed at export
         else:
             hist, unknown = self.to_item_idx(list(history or []))
             seen = np.unique(hist)
@@ -143,7 +145,7 @@ class InferenceGraph:
         if len(hist) < self.min_history:
             strategy, items, scores = "popular", *self._popular(hist, seen, top_k)
         else:
-            strategy, items, scores = "two_stage", *self._two_stage(hist, seen, top_k)
+            strategy, items, scores = "two_stage", *self._two_stage(hist, seen, top_k, cached)
         out: dict[str, Any] = {
             "strategy": strategy,
             "items": [
@@ -174,10 +176,13 @@ class InferenceGraph:
         return merged, self.pop_score[merged]
 
     @torch.no_grad()
-    def _two_stage(self, hist: np.ndarray, seen: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _two_stage(
+        self, hist: np.ndarray, seen: np.ndarray, top_k: int, user: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         history = torch.from_numpy(hist.astype(np.int64))[None]
         lengths = torch.tensor([len(hist)])
-        user = self.bundle.user_tower(self.embeddings[history], lengths)
+        if user is None:
+            user = self.bundle.user_tower(self.embeddings[history], lengths)
         k = max(self.num_candidates, top_k)
         scores, cand = self.bundle.index.search(user.numpy(), k, exclude=[seen])
         valid = cand[0] >= 0

@@ -1,0 +1,176 @@
+"""Serving benchmark: the recsys server on loopback vs a constant-response LitServe endpoint.
+
+Starts `python -m recsys.serve` for the bundle and a LitServe server whose predict returns a fixed
+10-item answer (the floor: HTTP + LitServe queueing, no model), both with one inference worker and
+one torch thread, then measures for each: time to ready, sequential latency (p50/p95/p99 over
+``--requests``) and throughput with ``--clients`` concurrent clients for ``--seconds``.
+
+    python experiments/bench_serving.py --bundle artifacts/demo/bundle [--requests 1000] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments._measure import report
+
+REPO = Path(__file__).resolve().parents[1]
+CONSTANT_SERVER = """
+import litserve as ls, sys
+ITEMS = [{"item_id": str(i), "title": "t", "score": 1.0, "rank": i + 1} for i in range(10)]
+class Constant(ls.LitAPI):
+    def setup(self, device): pass
+    def predict(self, x): return {"strategy": "two_stage", "items": ITEMS}
+ls.LitServer(Constant(), accelerator="cpu", timeout=30).run(
+    host="127.0.0.1", port=int(sys.argv[1]), generate_client_file=False, log_level="warning")
+"""
+
+
+def start(argv: list[str], port: int, health: str, env: dict) -> tuple[subprocess.Popen, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{health}", timeout=1).status_code == 200:
+                return proc, time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError(f"server on port {port} not ready in 180 s")
+
+
+def measure(call, requests: int, clients: int, seconds: float, warmup: int = 50) -> dict:
+    with httpx.Client(timeout=30) as client:
+        for i in range(warmup):
+            call(client, i)
+        latencies = []
+        for i in range(requests):
+            t0 = time.perf_counter()
+            response = call(client, i)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            assert response.status_code == 200, response.text
+    done, errors = [0] * clients, [0] * clients
+    stop = time.monotonic() + seconds
+
+    def worker(w: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            i = w * 1_000_000
+            while time.monotonic() < stop:
+                ok = call(client, i).status_code == 200
+                done[w] += ok
+                errors[w] += not ok
+                i += 1
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    lat = np.array(latencies)
+    return {
+        "p50": np.percentile(lat, 50),
+        "p95": np.percentile(lat, 95),
+        "p99": np.percentile(lat, 99),
+        "rps": sum(done) / elapsed,
+        "errors": sum(errors),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bundle", default="artifacts/demo/bundle")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LIT_SERVER_API_KEY": ""}
+    users = pd.read_parquet(Path(args.bundle) / "users.parquet", columns=["user_id", "history"])
+    rng = np.random.default_rng(0)
+    user_ids = users["user_id"].astype(str).to_numpy()[rng.permutation(len(users))]
+    histories = users["history"].to_numpy()[rng.permutation(len(users))]
+    base = f"http://127.0.0.1:{args.port}"
+    floor_port = args.port + 1
+
+    rows = {}
+    server, ready_s = start(
+        [sys.executable, "-m", "recsys.serve", f"bundle={args.bundle}", f"port={args.port}", "threads=1"],
+        args.port,
+        "/health",
+        env,
+    )
+    try:
+        rows["GET /recommend/{user_id} (known user)"] = measure(
+            lambda c, i: c.get(f"{base}/recommend/{user_ids[i % len(user_ids)]}", params={"top_k": 10}),
+            args.requests,
+            args.clients,
+            args.seconds,
+        )
+        rows["POST /recommend (anonymous history)"] = measure(
+            lambda c, i: c.post(
+                f"{base}/recommend", json={"history": list(histories[i % len(histories)]), "top_k": 10}
+            ),
+            args.requests,
+            args.clients,
+            args.seconds,
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+    floor, floor_ready = start(
+        [sys.executable, "-c", CONSTANT_SERVER, str(floor_port)], floor_port, "/health", env
+    )
+    try:
+        rows["constant LitServe endpoint (floor)"] = measure(
+            lambda c, i: c.post(f"http://127.0.0.1:{floor_port}/predict", json={"user": str(i)}),
+            args.requests,
+            args.clients,
+            args.seconds,
+        )
+    finally:
+        floor.terminate()
+        floor.wait(30)
+
+    import json
+
+    manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
+    lines = [
+        f"Bundle `{args.bundle}`: {manifest['n_items']:,} items, {manifest['n_users']:,} users, index "
+        f"`{manifest['index']['kind']}`, K = {manifest['num_candidates']} candidates ranked, top 10 returned. "
+        f"One LitServe inference worker, 1 torch/FAISS thread, loopback; client and server share the 2 cores.",
+        f"Time to ready (process start → `/health` 200): recsys {ready_s:.1f} s; constant server {floor_ready:.1f} s.",
+        "",
+        f"| endpoint | p50 ms | p95 ms | p99 ms (sequential, {args.requests} requests) | "
+        f"req/s ({args.clients} clients, {args.seconds:.0f} s) | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['rps']:.0f} | {r['errors']} |"
+        )
+    report("Serving benchmark (issue 5)", "\n".join(lines), record=not args.no_record)
+
+
+if __name__ == "__main__":
+    main()

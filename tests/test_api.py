@@ -1,0 +1,142 @@
+"""The HTTP API in-process (LitServe + TestClient) on a tiny bundle."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from litserve.utils import wrap_litserve_start
+
+from recsys.serving.api import build_server
+from recsys.serving.graph import InferenceGraph
+
+MAX_TOP_K = 50
+
+
+def wait_ready(client: TestClient, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get("/health")
+        if response.status_code == 200:
+            return response.json()
+        assert response.status_code == 503 and response.json() == {"status": "loading"}
+        time.sleep(0.2)
+    raise TimeoutError("the server never became ready")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle):
+    server = build_server(tiny_bundle, max_top_k=MAX_TOP_K, max_payload_bytes=64_000)
+    with wrap_litserve_start(server) as started, TestClient(started.app) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def graph(tiny_bundle) -> InferenceGraph:
+    return InferenceGraph.from_bundle(tiny_bundle, max_top_k=MAX_TOP_K)
+
+
+def test_health_reports_the_bundle(client, graph):
+    body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["n_items"] == len(graph.item_ids) and body["n_users"] == len(graph.user_rows)
+    assert body["bundle"]["index"] == "flat" and body["bundle"]["ranker"] is True
+
+
+def test_recommend_known_user_matches_the_graph(client, graph):
+    user_id = graph.bundle.users["user_id"].iat[3]
+    response = client.get(f"/recommend/{user_id}", params={"top_k": 7})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"user_id", "strategy", "items"} and body["user_id"] == user_id
+    expected = graph.recommend(user_id=user_id, top_k=7)
+    assert [x["item_id"] for x in body["items"]] == [x["item_id"] for x in expected["items"]]
+    assert [x["rank"] for x in body["items"]] == list(range(1, 8))
+    assert set(body["items"][0]) == {"item_id", "title", "score", "rank"}
+
+
+def test_post_recommend_anonymous(client, graph):
+    history = list(graph.bundle.users["history"].iat[5])[-8:]
+    response = client.post("/recommend", json={"history": [*history, "nope"], "top_k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["strategy"] == "two_stage" and body["unknown_items"] == ["nope"]
+    expected = graph.recommend(history=history, top_k=5)
+    assert [x["item_id"] for x in body["items"]] == [x["item_id"] for x in expected["items"]]
+    assert not set(history) & {x["item_id"] for x in body["items"]}
+
+
+@pytest.mark.parametrize("n_known", [0, 1, 2])
+def test_cold_users_are_served_popular(client, graph, n_known):
+    history = list(graph.bundle.users["history"].iat[0])[:n_known]
+    body = client.post("/recommend", json={"history": history}).json()
+    assert body["strategy"] == "popular" and len(body["items"]) == 10
+
+
+def test_history_and_items(client, graph):
+    user_id = graph.bundle.users["user_id"].iat[2]
+    body = client.get(f"/user/{user_id}/history", params={"limit": 4}).json()
+    assert body == graph.history(user_id, limit=4)
+    item_id = body["items"][0]["item_id"]
+    assert client.get(f"/items/{item_id}").json() == graph.item(item_id)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("get", "/recommend/no-such-user", {}, 404),
+        ("get", "/user/no-such-user/history", {}, 404),
+        ("get", "/items/no-such-item", {}, 404),
+        ("get", "/recommend/{user}", {"params": {"top_k": 0}}, 422),
+        ("get", "/recommend/{user}", {"params": {"top_k": MAX_TOP_K + 1}}, 422),
+        ("get", "/recommend/{user}", {"params": {"top_k": "many"}}, 422),
+        ("post", "/recommend", {"json": {"history": "not-a-list"}}, 422),
+        ("post", "/recommend", {"json": {"history": [], "top_k": 1000}}, 422),
+        ("post", "/recommend", {"json": {"history": [], "extra": 1}}, 422),
+        (
+            "post",
+            "/recommend",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            422,
+        ),
+        ("post", "/recommend", {"json": {"history": ["x" * 100] * 2000}}, 413),
+    ],
+)
+def test_errors(client, graph, method, path, kwargs, status):
+    path = path.format(user=graph.bundle.users["user_id"].iat[0])
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status, response.text
+    assert "detail" in response.json()
+    if status == 404:
+        assert "unknown" in str(response.json()["detail"])
+
+
+def test_api_key_required_when_configured(tiny_bundle, monkeypatch):
+    import litserve.server
+
+    monkeypatch.setattr(litserve.server, "LIT_SERVER_API_KEY", "s3cret")
+    server = build_server(tiny_bundle, max_top_k=MAX_TOP_K)
+    with wrap_litserve_start(server) as started, TestClient(started.app) as c:
+        for path in ("/health", "/recommend/x", "/items/x", "/user/x/history"):
+            assert c.get(path).status_code == 401, path
+        assert c.post("/recommend", json={"history": []}).status_code == 401
+        headers = {"X-API-Key": "s3cret"}
+        deadline = time.monotonic() + 60
+        while c.get("/health", headers=headers).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.post("/recommend", json={"history": []}, headers=headers).status_code == 200
+
+
+def test_openapi_documents_every_route(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for route in (
+        "/health",
+        "/recommend/{user_id}",
+        "/recommend",
+        "/user/{user_id}/history",
+        "/items/{item_id}",
+    ):
+        assert route in paths, route
+    assert client.get("/docs").status_code == 200
