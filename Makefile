@@ -9,7 +9,7 @@ DATA ?= synthetic
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ensure-installed test test-fast lint format demo prepare train serve bench-prepare clean
+.PHONY: help install ensure-installed test test-fast lint format demo prepare train serve bench-prepare bench-serving api-docs clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ train: ensure-installed ## Train: make train ARGS="experiment=two_tower data=syn
 	$(PYTHON) -m recsys.train $(ARGS)
 
 demo: ensure-installed $(DEMO)/bundle/manifest.json ## Main job on the embedded synthetic data: prepare, both stages, bundle (no downloads)
-	@echo "bundle ready: $(DEMO)/bundle  -> serve it with: make serve"
+	$(PYTHON) -m recsys.serving.showcase $(DEMO)/bundle
 
 BEST_CKPT = $$($(PYTHON) -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" $(1))
 
@@ -62,6 +62,12 @@ serve: ensure-installed ## Serve a bundle: make serve [BUNDLE=dir] [PORT=8000]
 
 bench-prepare: ensure-installed ## Benchmark generation + prepare at synthetic_full scale (see experiments/)
 	$(PYTHON) experiments/bench_prepare.py $(ARGS)
+
+bench-serving: ensure-installed ## Serving latency/throughput vs a constant LitServe endpoint: make bench-serving [BUNDLE=dir]
+	$(PYTHON) experiments/bench_serving.py --bundle $(BUNDLE) $(ARGS)
+
+api-docs: ensure-installed ## Regenerate docs/API.md from live calls against BUNDLE
+	$(PYTHON) -m recsys.serving.api_docs $(BUNDLE) --out docs/API.md
 
 clean: ## Remove caches and run outputs (keeps data/ and artifacts/)
 	rm -rf .pytest_cache .ruff_cache logs outputs multirun wandb

@@ -121,3 +121,17 @@ def test_cached_user_vectors_equal_the_user_tower(graph):
         with torch.no_grad():
             fresh = graph.bundle.user_tower(graph.embeddings[hist], torch.tensor([hist.shape[1]]))
         np.testing.assert_allclose(graph.bundle.user_embeddings[row], fresh[0].numpy(), atol=1e-5)
+
+
+def test_showcase_prints_titles_and_recommendations(tiny_bundle):
+    from rich.console import Console
+
+    from recsys.serving.showcase import showcase
+
+    console = Console(record=True, width=200)
+    shown = showcase(str(tiny_bundle), n_users=3, console=console)
+    text = console.export_text()
+    assert len(shown) == 3 and "make serve" in text
+    for user in shown:
+        assert len(user["recommendations"]["items"]) == 10 and len(user["history"]) == 5
+        assert user["recommendations"]["items"][0]["title"] in text
