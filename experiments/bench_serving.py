@@ -27,15 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments._measure import report
 
 REPO = Path(__file__).resolve().parents[1]
-CONSTANT_SERVER = """
-import litserve as ls, sys
-ITEMS = [{"item_id": str(i), "title": "t", "score": 1.0, "rank": i + 1} for i in range(10)]
-class Constant(ls.LitAPI):
-    def setup(self, device): pass
-    def predict(self, x): return {"strategy": "two_stage", "items": ITEMS}
-ls.LitServer(Constant(), accelerator="cpu", timeout=30).run(
-    host="127.0.0.1", port=int(sys.argv[1]), generate_client_file=False, log_level="warning")
-"""
+CONSTANT_SERVER = Path(__file__).resolve().parent / "_constant_server.py"
 
 
 def start(argv: list[str], port: int, health: str, env: dict) -> tuple[subprocess.Popen, float]:
@@ -114,6 +106,20 @@ def main() -> None:
     floor_port = args.port + 1
 
     rows = {}
+    floor, floor_ready = start(
+        [sys.executable, str(CONSTANT_SERVER), str(floor_port)], floor_port, "/health", env
+    )
+    try:
+        rows["constant LitServe endpoint (floor)"] = measure(
+            lambda c, i: c.post(f"http://127.0.0.1:{floor_port}/predict", json={"user": str(i)}),
+            args.requests,
+            args.clients,
+            args.seconds,
+        )
+    finally:
+        floor.terminate()
+        floor.wait(30)
+
     server, ready_s = start(
         [sys.executable, "-m", "recsys.serve", f"bundle={args.bundle}", f"port={args.port}", "threads=1"],
         args.port,
@@ -138,20 +144,6 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
-    floor, floor_ready = start(
-        [sys.executable, "-c", CONSTANT_SERVER, str(floor_port)], floor_port, "/health", env
-    )
-    try:
-        rows["constant LitServe endpoint (floor)"] = measure(
-            lambda c, i: c.post(f"http://127.0.0.1:{floor_port}/predict", json={"user": str(i)}),
-            args.requests,
-            args.clients,
-            args.seconds,
-        )
-    finally:
-        floor.terminate()
-        floor.wait(30)
-
     import json
 
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())

@@ -32,8 +32,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=instantiate_list(cfg.get("logger")),
     )
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    metrics: dict[str, Any] = {}
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_path if callback else ""
+    metrics: dict[str, Any] = {
+        "best_checkpoint": best,
+        "val_best": float(callback.best_model_score)
+        if callback and callback.best_model_score is not None
+        else None,
+    }
     if cfg.get("test", True):
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics = {
@@ -41,10 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "split": "test",
             "n_users": datamodule.dataset.n_users,
             "n_items": datamodule.dataset.n_items,
-            "best_checkpoint": best,
-            "val_best": float(trainer.checkpoint_callback.best_model_score)
-            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None
-            else None,
+            **metrics,
         }
         write_json_atomic(output_dir / "metrics.json", metrics)
         shown = {k: v for k, v in metrics.items() if k.endswith(("@10", "/mrr", "@100")) or k == "n_users"}

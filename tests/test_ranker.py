@@ -179,3 +179,15 @@ def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):
         Bundle.load(tmp_path / "bundle")
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert set(manifest["files"]) >= {"index.faiss", "ranker.safetensors", "user_tower.safetensors"}
+
+
+@pytest.mark.parametrize("use_embeddings", [True, False])
+def test_factored_single_user_scoring_equals_forward(use_embeddings):
+    from recsys.models.ranker import RankerNet
+
+    torch.manual_seed(0)
+    net = RankerNet(8, ["score", "transition"], use_embeddings=use_embeddings, hidden=[16, 4]).eval()
+    user, items, feats = torch.randn(8), torch.randn(30, 8), torch.randn(30, len(FEATURES))
+    with torch.no_grad():
+        expected = net(user[None], items[None], feats[None])[0]
+        torch.testing.assert_close(net.score_user(user, items, feats), expected, rtol=1e-5, atol=1e-5)

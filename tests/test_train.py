@@ -114,6 +114,16 @@ def test_optimized_value_is_the_best_validation_score():
         optimized_value(cfg, {})
 
 
+def test_train_without_test_still_returns_the_validation_score(tmp_path):
+    from recsys.train import optimized_value
+
+    metrics = run(tmp_path, "test=false")
+    assert set(metrics) == {"best_checkpoint", "val_best"} and 0.0 <= metrics["val_best"] <= 1.0
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    cfg = compose_config("train", ["test=false"])
+    assert optimized_value(cfg, metrics) == metrics["val_best"]
+
+
 def test_hparams_search_config_composes():
     cfg = compose_config("train", ["hparams_search=two_tower", "experiment=two_tower_ml100k"])
     assert cfg.optimized_metric == "val/ndcg@10"

@@ -55,6 +55,29 @@ class RankerNet(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.wide = nn.Linear(len(features), 1, bias=False) if features else None
 
+    def score_user(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``forward`` for one user ([d], [K, d], [K, F_all]) with the first layer factored.
+
+        W·[u, i, u⊙i, f] = W_u·u + (W_i + W_h·diag(u))·i + W_f·f: the user part is computed once and
+        the item part is a [K, d] × [d, h] product instead of [K, 3d] × [3d, h] (serving latency).
+        """
+        if not self.use_embeddings:
+            return self(user[None], items[None], features[None])[0]
+        d = user.shape[-1]
+        first: nn.Linear = self.mlp[0]
+        w_u, w_i, w_h, w_f = (
+            first.weight[:, :d],
+            first.weight[:, d : 2 * d],
+            first.weight[:, 2 * d : 3 * d],
+            first.weight[:, 3 * d :],
+        )
+        dense = features.index_select(-1, self.feature_columns)
+        hidden = items @ (w_i + w_h * user[None, :]).T + dense @ w_f.T + (w_u @ user + first.bias)
+        logits = self.mlp[1:](hidden).squeeze(-1)
+        if self.wide is not None:
+            logits = logits + self.wide(dense).squeeze(-1)
+        return logits
+
     def forward(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         dense = features.index_select(-1, self.feature_columns)
         parts = [dense]

@@ -18,6 +18,7 @@ Files (every one hashed in ``manifest.json``, verified on load):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,9 +161,21 @@ def write_bundle(
     dataset: PreparedDataset = retrieval._dataset
     hp = retrieval.hparams
     max_history = int(max_history or dataset.manifest["config"].get("max_history") or 50)
-    catalog = retrieval.encode_catalog()[FIRST_ITEM_IDX:].numpy()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    full_catalog = retrieval.encode_catalog()
+    catalog = full_catalog[FIRST_ITEM_IDX:].numpy()
+    lap("encode_catalog")
     ids = np.arange(FIRST_ITEM_IDX, FIRST_ITEM_IDX + dataset.n_items, dtype=np.int64)
     index.build(ids, catalog)
+    lap("index_build")
     timeline = InteractionTimeline.from_dataset(dataset, ("train", "val", "test"))
     window_ms = int(recent_window_days * 86_400_000)
     items = dataset.items.sort_values("item_idx")
@@ -178,7 +191,9 @@ def write_bundle(
         }
     )
     users = user_histories(dataset, max_history)
-    user_vectors = encode_histories(retrieval, users.pop("history_idx").tolist(), retrieval.encode_catalog())
+    lap("items_and_histories")
+    user_vectors = encode_histories(retrieval, users.pop("history_idx").tolist(), full_catalog)
+    lap("user_vectors")
     info: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "kind": "recsys-bundle",
@@ -229,6 +244,8 @@ def write_bundle(
                 "dropout": float(rh.dropout),
             }
             save_file(_contiguous(ranker.net.state_dict()), staging / "ranker.safetensors")
+        lap("write_files")
+        info["timings"] = timings
         manifest = write_manifest(staging, info)
     return manifest
 

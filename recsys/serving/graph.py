@@ -44,6 +44,18 @@ class InferenceGraph:
         self.item_idx = items["item_idx"].to_numpy()
         self.titles = items["title"].to_numpy()
         self.user_rows = pd.Index(bundle.users["user_id"].astype(str))
+        # per-request lookups are dict hits; pandas' get_indexer costs ~0.3 ms per call
+        self._row_of = {u: i for i, u in enumerate(self.user_rows)}
+        self._pos_of = {item: i for i, item in enumerate(self.item_ids)}
+        histories = bundle.users["history"]
+        lengths = histories.map(len).to_numpy()
+        flat = (
+            self.item_ids.get_indexer(np.concatenate(histories.to_numpy()).astype(str))
+            if lengths.sum()
+            else []
+        )
+        self._history_idx = np.asarray(flat, dtype=np.int64) + FIRST_ITEM_IDX
+        self._history_ptr = np.concatenate([[0], np.cumsum(lengths)])
         popularity = items["popularity"].to_numpy()
         self.popularity = popularity.astype(np.int64)
         self.by_popularity = self.item_idx[np.argsort(-popularity, kind="stable")]
@@ -83,22 +95,22 @@ class InferenceGraph:
 
     # ------------------------------------------------------------------ lookups
     def _row_of_user(self, user_id: str) -> int:
-        row = self.user_rows.get_indexer([str(user_id)])[0]
-        if row < 0:
+        row = self._row_of.get(str(user_id))
+        if row is None:
             raise UnknownUserError(f"unknown user_id {user_id!r}")
-        return int(row)
+        return row
 
     def user_history_idx(self, user_id: str) -> np.ndarray:
-        history = self.bundle.users["history"].iat[self._row_of_user(user_id)]
-        return self.item_idx[self.item_ids.get_indexer([str(i) for i in history])]
+        row = self._row_of_user(user_id)
+        return self._history_idx[self._history_ptr[row] : self._history_ptr[row + 1]]
 
     def to_item_idx(self, item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
-        pos = self.item_ids.get_indexer([str(i) for i in item_ids])
+        pos = [self._pos_of.get(str(i), -1) for i in item_ids]
         unknown = [str(i) for i, p in zip(item_ids, pos, strict=True) if p < 0]
-        return self.item_idx[pos[pos >= 0]], unknown
+        return self.item_idx[np.asarray([p for p in pos if p >= 0], dtype=np.int64)], unknown
 
     def item(self, item_id: str) -> dict[str, Any]:
-        pos = self.item_ids.get_indexer([str(item_id)])[0]
+        pos = self._pos_of.get(str(item_id), -1)
         if pos < 0:
             raise UnknownItemError(f"unknown item_id {item_id!r}")
         idx = self.item_idx[pos]
@@ -114,7 +126,7 @@ class InferenceGraph:
         row = self._row_of_user(user_id)
         history = list(self.bundle.users["history"].iat[row])[-limit:]
         times = list(self.bundle.users["timestamps"].iat[row])[-limit:]
-        pos = self.item_ids.get_indexer(history)
+        pos = [self._pos_of[str(i)] for i in history]
         return {
             "user_id": str(user_id),
             "items": [
@@ -199,8 +211,9 @@ class InferenceGraph:
             feats = candidate_features(
                 self.tables, cand_t, score_t, recent, follows, history, lengths, self.last_n
             )
-            items = self.embeddings[cand_t]
-            final = ranker(user, items, feats)[0].masked_fill(~torch.from_numpy(valid), float("-inf")).numpy()
+            items = self.embeddings[cand_t[0]]
+            logits = ranker.score_user(user[0], items, feats[0])
+            final = logits.masked_fill(~torch.from_numpy(valid), float("-inf")).numpy()
             order = np.argsort(-final, kind="stable")[: int(valid.sum())]
         order = order[:top_k]
         return cand_t[0].numpy()[order], final[order]
@@ -218,6 +231,8 @@ class InferenceGraph:
         new_idx = np.arange(start, start + len(item_ids), dtype=np.int64)
         self.bundle.index.add(new_idx, vectors.numpy())
         self.embeddings = torch.cat([self.embeddings, vectors])
+        for offset, item_id in enumerate(item_ids):
+            self._pos_of[str(item_id)] = len(self.item_ids) + offset
         self.item_ids = self.item_ids.append(pd.Index([str(i) for i in item_ids]))
         self.item_idx = np.concatenate([self.item_idx, new_idx])
         self.titles = np.concatenate([self.titles, np.asarray(titles, dtype=object)])
