@@ -149,7 +149,8 @@ def main() -> None:
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     lines = [
         f"Bundle `{args.bundle}`: {manifest['n_items']:,} items, {manifest['n_users']:,} users, index "
-        f"`{manifest['index']['kind']}`, K = {manifest['num_candidates']} candidates ranked, top 10 returned. "
+        f"`{manifest['index']['kind']}`, K = {manifest['num_candidates']} candidates "
+        f"{'re-ranked by the ranker' if manifest.get('ranker') else 'in retrieval order (no ranker)'}, top 10 returned. "
         f"One LitServe inference worker, 1 torch/FAISS thread, loopback; client and server share the 2 cores.",
         f"Time to ready (process start → `/health` 200): recsys {ready_s:.1f} s; constant server {floor_ready:.1f} s.",
         "",

@@ -244,7 +244,7 @@ class FlatIndex(ItemIndex):
 class HNSWIndex(ItemIndex):
     kind = "hnsw"
 
-    def __init__(self, dim: int, m: int = 32, ef_construction: int = 200, ef_search: int = 128):
+    def __init__(self, dim: int, m: int = 32, ef_construction: int = 200, ef_search: int = 256):
         super().__init__(dim)
         self.m, self.ef_construction, self.ef_search = int(m), int(ef_construction), int(ef_search)
 
