@@ -11,7 +11,10 @@ one torch thread, then measures for each: time to ready, sequential latency (p50
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,9 +33,29 @@ REPO = Path(__file__).resolve().parents[1]
 CONSTANT_SERVER = Path(__file__).resolve().parent / "_constant_server.py"
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """LitServe forks API servers and inference workers: stop the whole process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(1)
+
+
 def start(argv: list[str], port: int, health: str, env: dict) -> tuple[subprocess.Popen, float]:
+    if port_in_use(port):  # a stale server would answer instead and make the numbers meaningless
+        raise RuntimeError(f"port {port} is already in use; stop whatever listens there first")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -43,7 +66,7 @@ def start(argv: list[str], port: int, health: str, env: dict) -> tuple[subproces
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    proc.kill()
+    stop(proc)
     raise TimeoutError(f"server on port {port} not ready in 180 s")
 
 
@@ -117,8 +140,7 @@ def main() -> None:
             args.seconds,
         )
     finally:
-        floor.terminate()
-        floor.wait(30)
+        stop(floor)
 
     server, ready_s = start(
         [sys.executable, "-m", "recsys.serve", f"bundle={args.bundle}", f"port={args.port}", "threads=1"],
@@ -142,8 +164,7 @@ def main() -> None:
             args.seconds,
         )
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(server)
     import json
 
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
