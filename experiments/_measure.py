@@ -23,6 +23,30 @@ def run_child(argv: list[str], cwd: Path) -> dict:
     return result
 
 
+def run_train(overrides: list[str], out: Path, cwd: Path) -> tuple[dict, float, str]:
+    """One ``python -m recsys.train`` run writing into ``out``: (metrics.json, wall s, command).
+
+    The recorded command leaves out the output dir (a scratch path) and keeps everything else.
+    """
+    import shlex
+
+    args = [
+        "-m",
+        "recsys.train",
+        *overrides,
+        f"paths.output_dir={out}",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.rich_progress_bar",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
+    command = "python " + " ".join(shlex.quote(a) for a in args if not a.startswith("paths.output_dir"))
+    return json.loads((out / "metrics.json").read_text()), wall, command
+
+
 def report(title: str, body: str, record: bool = True) -> None:
     """Print ``body`` and append it to RESULTS.md under ``title`` with the command that ran."""
     import shlex

@@ -9,16 +9,12 @@ command is recorded); wall-clock covers the whole run (train + full-catalog test
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import report
+from experiments._measure import report, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, list[str]] = {
@@ -35,25 +31,8 @@ SHOW = ("recall@10", "ndcg@10", "mrr", "recall@100")
 
 
 def run_variant(name: str, seed: int, extra: list[str], workdir: Path) -> dict:
-    out = workdir / f"{name}_seed{seed}"
-    args = [
-        "-m",
-        "recsys.train",
-        "experiment=two_tower_ml100k",
-        f"seed={seed}",
-        *VARIANTS[name],
-        *extra,
-        f"paths.output_dir={out}",
-        "trainer.enable_progress_bar=false",
-        "~callbacks.rich_progress_bar",
-    ]
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
-    command = "python " + " ".join(shlex.quote(a) for a in args if not a.startswith("paths.output_dir"))
+    overrides = ["experiment=two_tower_ml100k", f"seed={seed}", *VARIANTS[name], *extra]
+    metrics, wall, command = run_train(overrides, workdir / f"{name}_seed{seed}", REPO)
     return {"name": name, "seed": seed, "wall_s": wall, "metrics": metrics, "command": command}
 
 

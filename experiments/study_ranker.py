@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import report
+from experiments._measure import report, run_train
 from experiments.study_ml100k import run_variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,31 +40,9 @@ def retrieval_checkpoint(workdir: Path, seed: int) -> tuple[str, float]:
 
 
 def run_ranker(name: str, seed: int, ckpt: str, workdir: Path) -> dict:
-    out = workdir / f"ranker_{name}_seed{seed}"
-    args = [
-        "-m",
-        "recsys.train",
-        "experiment=ranker",
-        f"retrieval_ckpt={ckpt}",
-        f"seed={seed}",
-        *VARIANTS[name],
-        f"paths.output_dir={out}",
-        "trainer.enable_progress_bar=false",
-        "~callbacks.rich_progress_bar",
-    ]
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ranker {name} failed:\n{proc.stderr[-3000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
-    command = "python " + " ".join(shlex.quote(a) for a in args if not a.startswith("paths.output_dir"))
-    return {
-        "name": name,
-        "seed": seed,
-        "wall_s": time.perf_counter() - t0,
-        "metrics": metrics,
-        "command": command,
-    }
+    overrides = ["experiment=ranker", f"retrieval_ckpt={ckpt}", f"seed={seed}", *VARIANTS[name]]
+    metrics, wall, command = run_train(overrides, workdir / f"ranker_{name}_seed{seed}", REPO)
+    return {"name": name, "seed": seed, "wall_s": wall, "metrics": metrics, "command": command}
 
 
 def main() -> None:

@@ -7,9 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from recsys.data.dataset import COLD_IDX, PAD_IDX, PreparedDataset
+from recsys.data.dataset import COLD_IDX, PAD_IDX, PreparedDataset, item_arrays
 from recsys.models.item_tower import compact_id_rows
-from recsys.models.two_tower import item_arrays
 from recsys.utils.artifacts import ManifestError, atomic_directory
 
 

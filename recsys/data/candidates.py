@@ -20,7 +20,6 @@ from recsys.features.ranker_features import (
     ItemFeatureTables,
     ItemTransitions,
     candidate_features,
-    last_items,
 )
 
 
@@ -47,10 +46,6 @@ class CandidateSet:
             self.target_pos[idx],
             self.retrieval_rank[idx],
         )
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return (self.candidates == self.targets[:, None]).float()
 
 
 @torch.no_grad()
@@ -105,10 +100,8 @@ def build_candidates(
             scores = torch.nn.functional.pad(scores, (0, k - scores.shape[1]))
         scores = torch.where(cand == 0, torch.zeros_like(scores), scores)
         recent = torch.from_numpy(timeline.counts(cand.numpy(), timestamps[idx], window_ms))
-        last = last_items(batch["history"], batch["lengths"], transitions.window).numpy()
-        follows = torch.from_numpy(transitions.counts(last, cand.numpy()))
         feats = candidate_features(
-            tables, cand, scores, recent, follows, batch["history"], batch["lengths"], last_n
+            tables, cand, scores, recent, transitions, batch["history"], batch["lengths"], last_n
         )
         hit = cand == batch["target"][:, None]
         pos = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(batch["target"], -1))

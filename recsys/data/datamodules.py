@@ -6,12 +6,11 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from recsys.data.candidates import CandidateSet, build_candidates
-from recsys.data.dataset import PreparedDataset
+from recsys.data.dataset import PreparedDataset, flatten_lists
 from recsys.features.ranker_features import InteractionTimeline, ItemFeatureTables, ItemTransitions
 
 
@@ -40,11 +39,9 @@ class RaggedRows(Dataset):
     @classmethod
     def from_split(cls, dataset: PreparedDataset, split: str, max_history: int | None = None) -> RaggedRows:
         table = dataset.read_split(split, ["user_idx", "history", "target"])
-        history = table["history"].combine_chunks()
-        lengths = pc.list_value_length(history).to_numpy(zero_copy_only=False)
+        values, lengths = flatten_lists(table["history"])
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        values = pc.list_flatten(history).to_numpy()
         return cls(values, offsets, table["target"].to_numpy(), table["user_idx"].to_numpy(), max_history)
 
     def __len__(self) -> int:

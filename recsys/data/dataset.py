@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.utils.artifacts import ManifestError, atomic_directory, read_manifest, write_manifest
@@ -83,3 +84,21 @@ class PreparedDataset:
     @property
     def n_users(self) -> int:
         return int(self.manifest["n_users"])
+
+
+def flatten_lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, per-row lengths) of a list column such as ``history``, with no per-row Python."""
+    array = column.combine_chunks()
+    return pc.list_flatten(array).to_numpy(), pc.list_value_length(array).to_numpy(zero_copy_only=False)
+
+
+def item_arrays(dataset: PreparedDataset) -> dict[str, np.ndarray]:
+    """Per-item_idx arrays (n_items + 2 rows): is_warm and train_count."""
+    items = dataset.items
+    n = dataset.n_items + FIRST_ITEM_IDX
+    is_warm = np.zeros(n, dtype=bool)
+    counts = np.zeros(n, dtype=np.int64)
+    idx = items["item_idx"].to_numpy()
+    is_warm[idx] = items["is_warm"].to_numpy()
+    counts[idx] = items["train_count"].to_numpy()
+    return {"is_warm": is_warm, "train_count": counts}

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists
 
 # item_idx [M] -> scores [B, M]; must return a new tensor: the ranking masks it in place.
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -58,10 +58,9 @@ class SeenItems:
         earlier = {"val": [], "test": ["val"]}[split]
         for name in [*earlier, split]:
             table = dataset.read_split(name, ["user_idx", "history", "target"])
-            hist = table["history"].combine_chunks()
-            lengths = pc.list_value_length(hist).to_numpy(zero_copy_only=False)
+            values, lengths = flatten_lists(table["history"])
             parts_u.append(np.repeat(table["user_idx"].to_numpy(), lengths))
-            parts_i.append(pc.list_flatten(hist).to_numpy())
+            parts_i.append(values)
             if name != split:
                 parts_u.append(table["user_idx"].to_numpy())
                 parts_i.append(table["target"].to_numpy())

@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.compute as pc
 import scipy.sparse as sp
 import torch
 
-from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists, item_arrays
 
 FEATURES = (
     "score",
@@ -102,9 +101,7 @@ class ItemTransitions:
         sources, targets = [], []
         for split in splits:
             table = dataset.read_split(split, ["history", "target"])
-            history = table["history"].combine_chunks()
-            lengths = pc.list_value_length(history).to_numpy(zero_copy_only=False)
-            values = pc.list_flatten(history).to_numpy()
+            values, lengths = flatten_lists(table["history"])
             ends = np.cumsum(lengths)
             target = table["target"].to_numpy()
             for step in range(1, window + 1):
@@ -147,19 +144,18 @@ class ItemFeatureTables:
     text: torch.Tensor  # [n + 2, text_dim], unit rows
 
     @classmethod
-    def from_dataset(cls, dataset: PreparedDataset, text: np.ndarray | None = None) -> ItemFeatureTables:
-        items = dataset.items
-        n = dataset.n_items + FIRST_ITEM_IDX
-        counts = np.zeros(n, dtype=np.float32)
-        warm = np.zeros(n, dtype=bool)
-        counts[items["item_idx"].to_numpy()] = items["train_count"].to_numpy()
-        warm[items["item_idx"].to_numpy()] = items["is_warm"].to_numpy()
-        text = dataset.text_embeddings(mmap=False) if text is None else text
+    def from_arrays(cls, train_count: np.ndarray, is_warm: np.ndarray, text: np.ndarray) -> ItemFeatureTables:
+        """From per-item_idx arrays (n + 2 rows), as ``item_arrays`` returns them."""
         return cls(
-            torch.from_numpy(np.log1p(counts)),
-            torch.from_numpy((~warm).astype(np.float32)),
+            torch.from_numpy(np.log1p(np.asarray(train_count, dtype=np.float32))),
+            torch.from_numpy((~np.asarray(is_warm, dtype=bool)).astype(np.float32)),
             torch.as_tensor(np.asarray(text, dtype=np.float32)),
         )
+
+    @classmethod
+    def from_dataset(cls, dataset: PreparedDataset) -> ItemFeatureTables:
+        arrays = item_arrays(dataset)
+        return cls.from_arrays(arrays["train_count"], arrays["is_warm"], dataset.text_embeddings(mmap=False))
 
 
 def candidate_features(
@@ -167,7 +163,7 @@ def candidate_features(
     candidates: torch.Tensor,
     scores: torch.Tensor,
     recent_counts: torch.Tensor,
-    transition_counts: torch.Tensor,
+    transitions: ItemTransitions,
     history: torch.Tensor,
     lengths: torch.Tensor,
     last_n: int = 5,
@@ -175,6 +171,7 @@ def candidate_features(
     """[B, K, len(FEATURES)] for candidate item_idx [B, K] of users with right-padded ``history``."""
     batch, k = candidates.shape
     rank = torch.log1p(torch.arange(k, dtype=torch.float32, device=candidates.device)).expand(batch, k)
+    follows = transitions.counts(last_items(history, lengths, transitions.window).numpy(), candidates.numpy())
     last = last_items(history, lengths, last_n)
     valid = last > 0
     profile = (tables.text[last] * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)
@@ -187,7 +184,7 @@ def candidate_features(
             torch.log1p(recent_counts.float()),
             text_sim,
             tables.is_cold[candidates],
-            torch.log1p(transition_counts.float()),
+            torch.log1p(torch.from_numpy(follows)),
         ],
         dim=-1,
     )

@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.data.dataset import PreparedDataset
+from recsys.data.dataset import PreparedDataset, item_arrays
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.ranking import CandidateListMetrics, reranked, two_stage_ranks
 from recsys.features.ranker_features import FEATURES
-from recsys.models.two_tower import item_arrays
 
 LOSSES = ("bce", "listwise")
 
@@ -73,10 +72,7 @@ class RankerNet(nn.Module):
         )
         dense = features.index_select(-1, self.feature_columns)
         hidden = items @ (w_i + w_h * user[None, :]).T + dense @ w_f.T + (w_u @ user + first.bias)
-        logits = self.mlp[1:](hidden).squeeze(-1)
-        if self.wide is not None:
-            logits = logits + self.wide(dense).squeeze(-1)
-        return logits
+        return self._add_wide(self.mlp[1:](hidden).squeeze(-1), dense)
 
     def forward(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         dense = features.index_select(-1, self.feature_columns)
@@ -84,10 +80,10 @@ class RankerNet(nn.Module):
         if self.use_embeddings:
             u = user[:, None, :].expand_as(items)
             parts = [u, items, u * items, dense]
-        logits = self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
-        if self.wide is not None:
-            logits = logits + self.wide(dense).squeeze(-1)
-        return logits
+        return self._add_wide(self.mlp(torch.cat(parts, dim=-1)).squeeze(-1), dense)
+
+    def _add_wide(self, logits: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return logits if self.wide is None else logits + self.wide(dense).squeeze(-1)
 
 
 def ranker_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, item_arrays
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.retrieval import SeenItems, rank_full_catalog
 from recsys.models.item_tower import ItemTower
@@ -18,18 +18,6 @@ from recsys.models.losses import LOGQ_MODES, sampled_softmax_loss
 from recsys.models.user_tower import UserTower
 
 DEFAULT_KS = (10, 20, 50, 100, 500, 1000, 1500, 2000)
-
-
-def item_arrays(dataset: PreparedDataset) -> dict[str, np.ndarray]:
-    """Per-item_idx arrays (n_items + 2 rows): is_warm and train_count."""
-    items = dataset.items
-    n = dataset.n_items + FIRST_ITEM_IDX
-    is_warm = np.zeros(n, dtype=bool)
-    counts = np.zeros(n, dtype=np.int64)
-    idx = items["item_idx"].to_numpy()
-    is_warm[idx] = items["is_warm"].to_numpy()
-    counts[idx] = items["train_count"].to_numpy()
-    return {"is_warm": is_warm, "train_count": counts}
 
 
 class TwoTowerModule(L.LightningModule):

@@ -27,13 +27,12 @@ import hydra
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
-from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists
 from recsys.evaluation.retrieval import SeenItems
 from recsys.features.ranker_features import InteractionTimeline, ItemTransitions
 from recsys.index.faiss_index import ItemIndex
@@ -72,9 +71,7 @@ def _safe_target(config: dict[str, Any], where: str) -> dict[str, Any]:
 def user_histories(dataset: PreparedDataset, max_history: int) -> pd.DataFrame:
     """Each user's most recent items (all interactions up to the test target), with times."""
     test = dataset.read_split("test", ["user_id", "user_idx", "history", "target", "timestamp"])
-    hist = test["history"].combine_chunks()
-    lengths = pc.list_value_length(hist).to_numpy(zero_copy_only=False)
-    values = pc.list_flatten(hist).to_numpy()
+    values, lengths = flatten_lists(test["history"])
     users = test["user_idx"].to_numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     # the full sequence = history + test target; keep the last max_history of it

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX
-from recsys.features.ranker_features import ItemFeatureTables, candidate_features, last_items
+from recsys.features.ranker_features import ItemFeatureTables, candidate_features
 from recsys.features.text_embeddings import encoder_from_key
 from recsys.serving.bundle import Bundle
 
@@ -59,8 +59,6 @@ class InferenceGraph:
         popularity = items["popularity"].to_numpy()
         self.popularity = popularity.astype(np.int64)
         self.by_popularity = self.item_idx[np.argsort(-popularity, kind="stable")]
-        self.pop_score = np.zeros(len(items) + FIRST_ITEM_IDX, dtype=np.float32)
-        self.pop_score[self.item_idx] = np.log1p(popularity)
         # per-category item lists, most popular first (for the cold-user fallback)
         cats = (
             items[["item_idx", "categories", "popularity"]]
@@ -73,13 +71,9 @@ class InferenceGraph:
         n = len(items) + FIRST_ITEM_IDX
         warm = np.zeros(n, dtype=bool)
         warm[self.item_idx] = items["is_warm"].to_numpy()
-        counts = np.zeros(n, dtype=np.float32)
+        counts = np.zeros(n, dtype=np.int64)
         counts[self.item_idx] = popularity
-        self.tables = ItemFeatureTables(
-            torch.from_numpy(np.log1p(counts)),
-            torch.from_numpy((~warm).astype(np.float32)),
-            torch.from_numpy(np.asarray(bundle.text_embeddings, dtype=np.float32)),
-        )
+        self.tables = ItemFeatureTables.from_arrays(counts, warm, bundle.text_embeddings)
         self.recent = np.zeros(n, dtype=np.int64)
         self.recent[self.item_idx] = items["recent_popularity"].to_numpy()
         self.embeddings = torch.from_numpy(
@@ -179,13 +173,14 @@ class InferenceGraph:
     def _popular(self, hist: np.ndarray, seen: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
         pools = [self.category_items.get(c, []) for i in hist for c in self.categories[i - FIRST_ITEM_IDX]]
         pool = np.unique(np.concatenate(pools)) if pools and any(len(p) for p in pools) else np.zeros(0, int)
-        ranked = pool[np.argsort(-self.pop_score[pool], kind="stable")] if len(pool) else pool
+        pop_score = self.tables.log_popularity.numpy()  # log1p(train interactions), per item_idx
+        ranked = pool[np.argsort(-pop_score[pool], kind="stable")] if len(pool) else pool
         # top up with global popularity when the categories hold too few unseen items
         merged = np.concatenate([ranked, self.by_popularity])
         _, first = np.unique(merged, return_index=True)
         merged = merged[np.sort(first)]
         merged = merged[~np.isin(merged, seen)][:top_k]
-        return merged, self.pop_score[merged]
+        return merged, pop_score[merged]
 
     @torch.no_grad()
     def _two_stage(
@@ -206,10 +201,8 @@ class InferenceGraph:
             final = score_t[0].numpy()
         else:
             recent = torch.from_numpy(self.recent[cand_t.numpy()])
-            last = last_items(history, lengths, self.bundle.transitions.window).numpy()
-            follows = torch.from_numpy(self.bundle.transitions.counts(last, cand_t.numpy()))
             feats = candidate_features(
-                self.tables, cand_t, score_t, recent, follows, history, lengths, self.last_n
+                self.tables, cand_t, score_t, recent, self.bundle.transitions, history, lengths, self.last_n
             )
             items = self.embeddings[cand_t[0]]
             logits = ranker.score_user(user[0], items, feats[0])
@@ -242,7 +235,6 @@ class InferenceGraph:
         self.categories = np.concatenate([self.categories, no_categories])
         zeros = np.zeros(len(item_ids), dtype=np.float32)
         self.popularity = np.concatenate([self.popularity, zeros.astype(np.int64)])
-        self.pop_score = np.concatenate([self.pop_score, zeros])
         self.recent = np.concatenate([self.recent, zeros.astype(np.int64)])
         t = self.tables
         self.tables = ItemFeatureTables(
