@@ -41,7 +41,7 @@ prepare: ensure-installed ## Prepare a dataset: make prepare DATA=synthetic|movi
 train: ensure-installed ## Train: make train ARGS="experiment=two_tower data=synthetic"
 	$(PYTHON) -m recsys.train $(ARGS)
 
-demo: ensure-installed $(DEMO)/bundle/manifest.json ## Main job on the embedded synthetic data: prepare, both stages, bundle (no downloads)
+demo: ensure-installed $(DEMO)/bundle/manifest.json $(DEMO)/evaluation/metrics.json ## Main job on the embedded synthetic data: prepare, both stages, bundle, evaluation plots (no downloads)
 	$(PYTHON) -m recsys.serving.showcase $(DEMO)/bundle
 
 BEST_CKPT = $$($(PYTHON) -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" $(1))
@@ -52,6 +52,10 @@ $(DEMO)/two_tower/metrics.json:
 
 $(DEMO)/ranker/metrics.json: $(DEMO)/two_tower/metrics.json
 	$(PYTHON) -m recsys.train experiment=ranker retrieval_ckpt=$(call BEST_CKPT,$<) paths.output_dir=$(DEMO)/ranker
+
+$(DEMO)/evaluation/metrics.json: $(DEMO)/ranker/metrics.json
+	$(PYTHON) -m recsys.evaluate ckpt_path=$(call BEST_CKPT,$(DEMO)/two_tower/metrics.json) \
+		ranker_ckpt=$(call BEST_CKPT,$<) paths.output_dir=$(DEMO)/evaluation trainer.enable_progress_bar=false
 
 $(DEMO)/bundle/manifest.json: $(DEMO)/ranker/metrics.json
 	$(PYTHON) -m recsys.export retrieval_ckpt=$(call BEST_CKPT,$(DEMO)/two_tower/metrics.json) \

@@ -27,6 +27,8 @@ VARIANTS: dict[str, list[str]] = {
     "seed_mlp": ["model.features=[]", "model.loss=bce"],  # the seed's ranker
     "features_only": ["model.use_embeddings=false"],
     "features_bce": ["model.loss=bce"],
+    "hidden_512": ["model.hidden=[512,256]"],  # the seed's layer widths
+    "hidden_128": ["model.hidden=[128,64]"],
     "no_transition": ["model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold]"],
 }
 

@@ -49,6 +49,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "n_items": datamodule.dataset.n_items,
             **metrics,
         }
+        if not trainer.is_global_zero:  # every rank holds the reduced metrics; one writes them
+            return metrics
         write_json_atomic(output_dir / "metrics.json", metrics)
         shown = {k: v for k, v in metrics.items() if k.endswith(("@10", "/mrr", "@100")) or k == "n_users"}
         print_summary(f"test metrics ({output_dir / 'metrics.json'})", shown)
@@ -64,7 +66,10 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
         return None
     if name in metrics:
         return float(metrics[name])
-    if name == cfg.model.get("monitor") and metrics.get("val_best") is not None:
+    if name == cfg.model.get("monitor"):
+        if metrics.get("val_best") is None:  # validation was off (trainer.limit_val_batches=0)
+            log.warning("no validation score for optimized_metric %s: nothing to optimize", name)
+            return None
         return float(metrics["val_best"])
     raise KeyError(f"optimized_metric {name!r} is not among this run's metrics")
 

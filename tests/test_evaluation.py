@@ -149,3 +149,22 @@ def test_shared_row_scores_are_masked_per_user(case):
             :5
         ]
         assert res.topk[u].tolist() == expected_top
+
+
+def test_static_scores_rank_like_the_full_catalog_pass():
+    from recsys.evaluation.retrieval import rank_static_scores
+
+    gen = torch.Generator().manual_seed(3)
+    n, batch, k = 500, 32, 20
+    scores = torch.randint(0, 40, (n + 2,), generator=gen).float()  # many ties, like popularity
+    targets = torch.randint(2, n + 2, (batch,), generator=gen)
+    rows = torch.randint(0, batch, (300,), generator=gen).numpy()
+    items = torch.randint(2, n + 2, (300,), generator=gen).numpy()
+    items[:5], rows[:5] = targets[:5].numpy(), np.arange(5)  # targets seen before (re-watches)
+    full = rank_full_catalog(lambda i: scores[i][None, :].expand(batch, -1), targets, n, rows, items, k, 64)
+    fast = rank_static_scores(scores, targets, rows, items, k)
+    assert torch.equal(fast.ranks, full.ranks)
+    # same top-K scores row by row (which of several tied items is listed may differ)
+    assert torch.equal(scores[fast.topk], scores[full.topk])
+    seen = set(zip(rows.tolist(), items.tolist(), strict=True))
+    assert not any((r, int(i)) in seen for r in range(batch) for i in fast.topk[r])

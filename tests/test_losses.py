@@ -99,3 +99,35 @@ def test_full_catalog_negatives_without_in_batch_is_exact_softmax():
     )
     exact = torch.nn.functional.cross_entropy(user @ catalog.T / 0.1, targets)
     assert loss.item() == pytest.approx(exact.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("ids", [[10, 11, 12, 13], [10, 11, 10, 13]])
+@pytest.mark.parametrize("in_batch_negatives", [True, False])
+def test_gathered_in_batch_columns_equal_the_whole_batch(ids, in_batch_negatives):
+    # two ranks of two users each, every rank scoring against all four gathered positives:
+    # the mean of the ranks' losses is the single-process loss of the 4-user batch
+    ids_t, log_q = torch.tensor(ids), torch.tensor([1.0, 0, 0.5, 0])
+    kw = dict(positive_log_q=log_q, in_batch_negatives=in_batch_negatives)
+    neg = (
+        dict(negatives=torch.eye(4)[:2], negative_ids=torch.tensor([11, 99]))
+        if not in_batch_negatives
+        else {}
+    )
+    whole = sampled_softmax_loss(USERS, POSITIVES, ids_t, 1.0, **kw, **neg).item()
+    ranks = [
+        sampled_softmax_loss(
+            USERS[r * 2 : r * 2 + 2], POSITIVES, ids_t, 1.0, positive_offset=r * 2, **kw, **neg
+        )
+        for r in (0, 1)
+    ]
+    assert (ranks[0].item() + ranks[1].item()) / 2 == pytest.approx(whole, abs=1e-6)
+
+
+def test_gathered_rank_hand_computed():
+    # rank 1 of 2 holds rows 2 and 3 (positives at columns 2, 3); row 2 shares item 10 with column 0
+    loss = sampled_softmax_loss(
+        USERS[2:], POSITIVES, torch.tensor([10, 11, 10, 13]), 1.0, positive_offset=2
+    ).item()
+    e = math.exp
+    rows = [math.log(1 + e(3) + e(1)) - 3, math.log(4)]  # row 2 without column 0; row 3 all zeros
+    assert loss == pytest.approx(sum(rows) / 2, abs=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from recsys.models.ranker import ranker_loss
 from recsys.models.two_tower import TwoTowerModule
 from recsys.serving.bundle import Bundle
 from recsys.utils.artifacts import ManifestError
-from tests.conftest import K, export_bundle
+from tests.conftest import K, compose_config, export_bundle
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,21 @@ def test_transition_counts_hand_computed(retrieval):
     train = retrieval._dataset.read_split("train").to_pandas().head(50)
     for history, target in zip(train["history"], train["target"], strict=True):
         assert built.matrix[history[-1], target] >= 1
+
+
+def test_transition_lookup_matches_scipy_indexing():
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 40, 300), rng.integers(0, 40, 300)  # duplicates included
+    matrix = sp.csr_matrix((np.ones(300, np.float32), (rows, cols)), shape=(40, 40))
+    transitions = ItemTransitions(matrix.copy())
+    q_rows, q_cols = rng.integers(0, 40, (7, 50)), rng.integers(0, 40, (7, 50))
+    expected = np.asarray(matrix[q_rows.ravel(), q_cols.ravel()]).reshape(7, 50)
+    np.testing.assert_array_equal(transitions.lookup(q_rows, q_cols), expected)
+    # items added after the matrix was built (ids past its shape) have no transitions
+    assert transitions.lookup(np.array([3, 45]), np.array([45, 3])).tolist() == [0, 0]
+    assert ItemTransitions(sp.csr_matrix((5, 5), dtype=np.float32)).lookup(
+        np.array([1]), np.array([2])
+    ).tolist() == [0]
 
 
 def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
@@ -191,3 +207,41 @@ def test_factored_single_user_scoring_equals_forward(use_embeddings):
     with torch.no_grad():
         expected = net(user[None], items[None], feats[None])[0]
         torch.testing.assert_close(net.score_user(user, items, feats), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_reports_every_stage_and_draws_the_figures(trained, tmp_path):
+    import matplotlib.image
+
+    from recsys.evaluate import evaluate
+
+    cfg = compose_config(
+        "evaluate",
+        [
+            f"paths.root_dir={trained['root']}",
+            f"paths.output_dir={tmp_path}",
+            "data=synthetic",
+            "text_encoder=hashing",
+            "data.preparer.source.generator.n_users=300",
+            "data.preparer.source.generator.n_items=400",
+            "data.max_history=20",
+            "trainer=fast_dev",
+            "trainer.limit_test_batches=1.0",
+            f"ckpt_path={trained['retrieval']}",
+            f"ranker_ckpt={trained['ranker']}",
+        ],
+    )
+    metrics = evaluate(cfg)
+    # the same numbers as the ranker's own test run
+    for key in ("two_stage/ndcg@10", "ranking/auc"):
+        assert metrics[key] == pytest.approx(trained["metrics"][key])
+    assert {"retrieval/ndcg@10", "popularity/ndcg@10", "retrieval_warm/recall@10"} <= set(metrics)
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    recall = curves["retrieval"]["all"]["recall"]
+    assert len(recall) == 1000 and recall == sorted(recall)  # recall@K never decreases in K
+    assert recall[9] == pytest.approx(metrics["retrieval/recall@10"])
+    assert len(curves["two_stage"]["all"]["recall"]) == K  # two-stage ranks are defined up to K
+    names = {"curves", "cold_warm", "gate_by_popularity", "recommended_popularity"}
+    assert {Path(p).stem for p in metrics["figures"]} == names
+    for path in metrics["figures"]:
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert width >= 500 and height >= 300

@@ -61,6 +61,20 @@ def test_checkpoint_is_weights_only_and_resume_continues(tmp_path):
     assert resumed["global_step"] == 6 and resumed["epoch"] == 1
 
 
+def test_sparse_embeddings_train_resume_and_leave_untouched_rows(tmp_path):
+    run(tmp_path, "model.sparse_embeddings=true", "trainer.precision=bf16-mixed")
+    last = tmp_path / "out" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert set(ckpt["optimizer_states"][0]) == {"dense", "sparse"}
+    # SparseAdam keeps moments only for rows that ever had a gradient: most stay at zero
+    moments = ckpt["optimizer_states"][0]["sparse"]["state"][0]["exp_avg"]
+    touched = (moments != 0).any(dim=1)
+    assert 0 < int(touched.sum()) < len(touched)
+    run(tmp_path / "resumed", "model.sparse_embeddings=true", f"ckpt_path={last}", "trainer.max_epochs=2")
+    resumed = torch.load(tmp_path / "resumed" / "out" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 6
+
+
 @pytest.mark.parametrize("encoder", ["gru", "sasrec"])
 def test_other_user_encoders_train(tmp_path, encoder):
     metrics = run(

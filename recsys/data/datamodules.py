@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from recsys.data.candidates import CandidateSet, build_candidates
 from recsys.data.dataset import PreparedDataset, flatten_lists
@@ -66,8 +66,36 @@ class RaggedRows(Dataset):
         }
 
 
+class TrainingShard(Sampler):
+    """Every ``world``-th full batch, starting at ``rank``, the same number on every rank: the
+    gathered in-batch negatives need equal shapes, and DDP needs equal step counts."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int):
+        self.batches, self.rank, self.world = batches, rank, world
+        full = len(batches.sampler) // batches.batch_size
+        self.count = full // world
+        if self.count == 0:
+            raise ValueError(
+                f"{len(batches.sampler)} training rows make {full} full batches of "
+                f"{batches.batch_size}: fewer than the {world} ranks; lower data.batch_size"
+            )
+
+    def __iter__(self):
+        mine = (b for i, b in enumerate(self.batches) if i % self.world == self.rank)
+        for _, batch in zip(range(self.count), mine, strict=False):
+            yield batch
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class _BatchedSplits(L.LightningDataModule):
-    """Loaders over ``self.splits`` whose datasets take a whole list of rows per ``__getitem__``."""
+    """Loaders over ``self.splits`` whose datasets take a whole list of rows per ``__getitem__``.
+
+    Under a distributed trainer each process reads its own shard (``TrainingShard``, strided rows);
+    Lightning's sampler injection would pad evaluation shards with repeated users, so it must be
+    off (``trainer.use_distributed_sampler=false``, as ``trainer=ddp``/``ddp_cpu`` set).
+    """
 
     splits: dict[str, Dataset]
     batch_size: int
@@ -75,16 +103,32 @@ class _BatchedSplits(L.LightningDataModule):
     num_workers: int
     seed: int
 
+    def _shard(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size == 1:
+            return 0, 1
+        if trainer._accelerator_connector.use_distributed_sampler:
+            raise ValueError(
+                "this datamodule shards batches itself under a distributed trainer: set "
+                "trainer.use_distributed_sampler=false (trainer=ddp and trainer=ddp_cpu do)"
+            )
+        return trainer.global_rank, trainer.world_size
+
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         rows = self.splits[split]
-        base = (
-            RandomSampler(rows, generator=torch.Generator().manual_seed(self.seed))
-            if shuffle
-            else SequentialSampler(rows)
-        )
+        rank, world = self._shard()
+        if shuffle:
+            base = RandomSampler(rows, generator=torch.Generator().manual_seed(self.seed))
+        else:
+            # evaluation: rows rank, rank + world, … — every row exactly once over all ranks, so
+            # sum-reduced metrics equal a single-process run (no padding with repeated users)
+            base = range(rank, len(rows), world)
+        batches: Sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
+        if shuffle and world > 1:
+            batches = TrainingShard(batches, rank, world)
         return DataLoader(
             rows,
-            sampler=BatchSampler(base, batch_size=batch_size, drop_last=False),
+            sampler=batches,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -30,10 +30,16 @@ class FullCatalogRetrievalMetrics(Metric):
         train_counts: np.ndarray | torch.Tensor | None = None,
         text_embeddings: np.ndarray | torch.Tensor | None = None,
         list_metrics: bool = True,
+        curve_k: int = 1000,
     ):
-        """``is_warm``/``train_counts``/``text_embeddings`` are indexed by item_idx (n_catalog + 2 rows)."""
+        """``is_warm``/``train_counts``/``text_embeddings`` are indexed by item_idx (n_catalog + 2 rows).
+
+        ``curve_k``: ranks below it are also counted one by one, so recall@K and ndcg@K can be
+        drawn for every K = 1..curve_k (``curves``) at the cost of a [3, curve_k] sum.
+        """
         super().__init__()
         self.ks = sorted(int(k) for k in ks)
+        self.curve_k = int(curve_k)
         self.n_catalog = n_catalog
         self.list_metrics = list_metrics
         n_k, n_seg = len(self.ks), len(SEGMENTS)
@@ -44,6 +50,9 @@ class FullCatalogRetrievalMetrics(Metric):
         self.add_state("hits", torch.zeros(n_seg, n_k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("ndcg", torch.zeros(n_seg, n_k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("rr", torch.zeros(n_seg, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "rank_counts", torch.zeros(n_seg, self.curve_k, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         if list_metrics:
             counts = torch.as_tensor(np.asarray(train_counts), dtype=torch.float64)
             prob = (counts + 1) / (counts[2:].sum() + n_catalog)
@@ -58,6 +67,10 @@ class FullCatalogRetrievalMetrics(Metric):
             )
             self.add_state("diversity", torch.zeros(n_seg, n_k, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state("novelty", torch.zeros(n_seg, n_k, dtype=torch.float64), dist_reduce_fx="sum")
+            # how often each item is in a user's top-10: the popularity bias of what is recommended
+            self.add_state(
+                "top10_counts", torch.zeros(n_catalog + 2, dtype=torch.float64), dist_reduce_fx="sum"
+            )
 
     def _segments(self, targets: torch.Tensor) -> torch.Tensor:
         warm = self.is_warm[targets]
@@ -72,10 +85,19 @@ class FullCatalogRetrievalMetrics(Metric):
         self.hits += seg @ hit
         self.ndcg += seg @ (hit / torch.log2(ranks[:, None] + 2))
         self.rr += seg @ (1.0 / (ranks + 1))
+        in_curve = ranks < self.curve_k
+        if in_curve.any():
+            rank_rows = torch.zeros(len(ranks), self.curve_k, dtype=torch.float64, device=ranks.device)
+            rank_rows[in_curve.nonzero().squeeze(1), ranks[in_curve].long()] = 1.0
+            self.rank_counts += seg @ rank_rows
         if self.list_metrics and topk is not None:
             self._update_lists(seg, topk)
 
     def _update_lists(self, seg: torch.Tensor, topk: torch.Tensor) -> None:
+        top10 = topk[:, :10].reshape(-1)
+        self.top10_counts.index_add_(
+            0, top10, torch.ones(len(top10), dtype=torch.float64, device=topk.device)
+        )
         # Running sums over the top-k prefix grow by the items between consecutive ks, gathered
         # in slices so memory stays O(B × 128 × d) whatever k is.
         batch = topk.shape[0]
@@ -98,6 +120,30 @@ class FullCatalogRetrievalMetrics(Metric):
             pair_mean = ((vec_sum**2).sum(dim=1) - sq_sum) / max(n * (n - 1), 1)
             self.diversity[:, j] += seg @ (1.0 - pair_mean)
             self.novelty[:, j] += seg @ (info_sum / max(n, 1))
+
+    def snapshot(self, max_k: int | None = None) -> dict:
+        """Curves and top-10 counts, reduced over ranks (plain lists: JSON-ready)."""
+        with self.sync_context(should_sync=True, should_unsync=True):
+            out = {"curves": self.curves(max_k)}
+            if self.list_metrics:
+                out["top10_counts"] = self.top10_counts.tolist()
+        return out
+
+    def curves(self, max_k: int | None = None) -> dict[str, dict[str, list[float]]]:
+        """{segment: {"recall": [recall@1 … recall@K], "ndcg": […]}} for K up to ``curve_k``."""
+        k = min(self.curve_k, max_k or self.curve_k)
+        gains = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64, device=self.rank_counts.device) + 2)
+        out = {}
+        for s, name in enumerate(SEGMENTS):
+            n = float(self.count[s])
+            if n == 0:
+                continue
+            counts = self.rank_counts[s, :k]
+            out[name] = {
+                "recall": (torch.cumsum(counts, 0) / n).tolist(),
+                "ndcg": (torch.cumsum(counts * gains, 0) / n).tolist(),
+            }
+        return out
 
     def compute(self) -> dict[str, dict[str, float]]:
         """{segment: {metric@k: value}}; empty segments are left out."""

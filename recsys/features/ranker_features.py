@@ -91,6 +91,14 @@ class ItemTransitions:
     matrix: sp.csr_matrix  # [n + 2, n + 2]
     window: int = 3
 
+    def __post_init__(self) -> None:
+        self.matrix.sum_duplicates()  # canonical: one sorted entry per (row, col)
+        # row * n + col of every stored entry, ascending: one searchsorted answers any batch of
+        # (row, col) lookups (scipy's fancy indexing cost 1.2 ms per request at 434K items)
+        n = self.matrix.shape[1]
+        rows = np.repeat(np.arange(self.matrix.shape[0], dtype=np.int64), np.diff(self.matrix.indptr))
+        self._keys = rows * n + self.matrix.indices.astype(np.int64)
+
     @classmethod
     def from_dataset(
         cls, dataset: PreparedDataset, splits: tuple[str, ...] = ("train",), window: int = 3
@@ -110,22 +118,23 @@ class ItemTransitions:
                 targets.append(target[ok])
         rows, cols = np.concatenate(sources), np.concatenate(targets)
         matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
-        matrix.sum_duplicates()
         return cls(matrix, window)
+
+    def lookup(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """matrix[rows, cols] elementwise (any shape); 0 outside the matrix (items added later)."""
+        rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        n_rows, n_cols = self.matrix.shape
+        known = (rows >= 0) & (rows < n_rows) & (cols >= 0) & (cols < n_cols)
+        query = np.where(known, rows * n_cols + cols, -1)
+        pos = np.searchsorted(self._keys, query).clip(max=max(len(self._keys) - 1, 0))
+        if not len(self._keys):
+            return np.zeros(query.shape, dtype=np.float32)
+        hit = known & (self._keys[pos] == query)
+        return np.where(hit, self.matrix.data[pos], 0).astype(np.float32)
 
     def counts(self, last_items: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """[B, K] sum over each user's ``last_items`` [B, n] (0 = none) of transitions to candidates."""
-        batch, n_last = last_items.shape
-        k = candidates.shape[1]
-        rows = np.repeat(last_items, k, axis=1).reshape(-1)
-        cols = np.tile(candidates, (1, n_last)).reshape(-1)
-        # items added after the matrix was built (served new items) have no transitions yet
-        n = self.matrix.shape[0]
-        known = (rows < n) & (cols < n)
-        values = np.zeros(len(rows), dtype=np.float32)
-        values[known] = np.asarray(self.matrix[rows[known], cols[known]]).ravel()
-        values = values.reshape(batch, n_last, k)
-        return values.sum(axis=1)
+        return self.lookup(last_items[:, :, None], candidates[:, None, :]).sum(axis=1)
 
 
 def last_items(history: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:

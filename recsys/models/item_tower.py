@@ -39,6 +39,7 @@ class ItemTower(nn.Module):
         use_text: bool = True,
         use_id: bool = True,
         fusion: str = "gate",
+        sparse: bool = False,
     ):
         super().__init__()
         if fusion not in ("gate", "concat"):
@@ -58,7 +59,8 @@ class ItemTower(nn.Module):
             "text", torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32)), persistent=False
         )
         n_rows = int(rows.max()) + 1
-        self.id_embedding = nn.Embedding(n_rows, dim, padding_idx=PAD_IDX)
+        # sparse=True: gradients hold only the rows a batch touched (see recsys.models.optim)
+        self.id_embedding = nn.Embedding(n_rows, dim, padding_idx=PAD_IDX, sparse=sparse)
         nn.init.normal_(self.id_embedding.weight, std=0.05)
         with torch.no_grad():
             self.id_embedding.weight[:2].zero_()

@@ -5,6 +5,10 @@ For a batch of B users with positives p_1..p_B, and N global negatives g_1..g_N:
     logits_i = [ s(u_i, p_1) … s(u_i, p_B) | s(u_i, g_1) … s(u_i, g_N) ] / τ      (B + N columns)
     loss     = mean_i  CE(logits_i, label = i)                   (the positive is column i)
 
+Under data parallelism the in-batch columns are every rank's positives (gathered with gradients),
+so the pool grows with the world size: rank r's row i then has its positive in column r·B + i
+(``positive_offset`` = r·B).
+
 Corrections, applied to the logits before the softmax:
 - accidental hits: a column whose item equals row i's positive (other than column i itself) is
   not a negative -> -inf;
@@ -22,26 +26,31 @@ import torch.nn.functional as F
 LOGQ_MODES = ("none", "in_batch", "both")
 
 
+def own_columns(logits: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """[B, C] True at (i, offset + i): row i's positive column."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    own = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    own[rows, rows + offset] = True
+    return own
+
+
 def mask_accidental_hits(
-    logits: torch.Tensor, positive_ids: torch.Tensor, column_ids: torch.Tensor
+    logits: torch.Tensor, positive_ids: torch.Tensor, column_ids: torch.Tensor, offset: int = 0
 ) -> torch.Tensor:
-    """-inf where column j holds row i's positive item, except the positive's own column i."""
+    """-inf where column j holds row i's positive item (``positive_ids`` [B]), except its own column."""
     hits = positive_ids[:, None] == column_ids[None, :]
-    own = torch.zeros_like(hits)
-    own[:, : positive_ids.shape[0]] = torch.eye(positive_ids.shape[0], dtype=torch.bool, device=hits.device)
-    return logits.masked_fill(hits & ~own, float("-inf"))
+    return logits.masked_fill(hits & ~own_columns(logits, offset), float("-inf"))
 
 
-def mask_in_batch_negatives(logits: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """-inf on the off-diagonal in-batch columns: the other users' positives are not negatives.
+def mask_in_batch_negatives(logits: torch.Tensor, n_in_batch: int, offset: int = 0) -> torch.Tensor:
+    """-inf on the in-batch columns other than each row's own: other users' positives are not negatives.
 
     Used when the global negatives already are the whole catalog, where in-batch columns would
     count those items twice (a popularity-biased softmax instead of the exact one).
     """
-    off_diagonal = ~torch.eye(batch_size, dtype=torch.bool, device=logits.device)
-    return logits.masked_fill(
-        torch.nn.functional.pad(off_diagonal, (0, logits.shape[1] - batch_size)), float("-inf")
-    )
+    in_batch = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    in_batch[:n_in_batch] = True
+    return logits.masked_fill(in_batch[None, :] & ~own_columns(logits, offset), float("-inf"))
 
 
 def logq_correction(logits: torch.Tensor, log_expected_count: torch.Tensor) -> torch.Tensor:
@@ -60,10 +69,13 @@ def sampled_softmax_loss(
     negative_log_q: torch.Tensor | None = None,
     mask_hits: bool = True,
     in_batch_negatives: bool = True,
+    positive_offset: int = 0,
 ) -> torch.Tensor:
-    """InfoNCE of ``user`` [B, d] against in-batch ``positive`` [B, d] and global ``negatives`` [N, d].
+    """InfoNCE of ``user`` [B, d] against in-batch ``positive`` [P, d] and global ``negatives`` [N, d].
 
-    ``positive_log_q`` [B] / ``negative_log_q`` [N] are the log expected counts used by the logQ
+    ``positive`` holds P ≥ B in-batch columns (P = B on one process; every rank's positives under
+    data parallelism), row i's own positive at column ``positive_offset`` + i.
+    ``positive_log_q`` [P] / ``negative_log_q`` [N] are the log expected counts used by the logQ
     correction (None = no correction for that source).
     """
     columns = positive if negatives is None else torch.cat([positive, negatives])
@@ -79,9 +91,11 @@ def sampled_softmax_loss(
             ]
         )
         logits = logq_correction(logits, log_q)
+    batch = user.shape[0]
     if mask_hits:
-        logits = mask_accidental_hits(logits, positive_ids, column_ids)
+        own_ids = positive_ids[positive_offset : positive_offset + batch]
+        logits = mask_accidental_hits(logits, own_ids, column_ids, positive_offset)
     if not in_batch_negatives:
-        logits = mask_in_batch_negatives(logits, positive.shape[0])
-    labels = torch.arange(user.shape[0], device=logits.device)
+        logits = mask_in_batch_negatives(logits, positive.shape[0], positive_offset)
+    labels = torch.arange(batch, device=logits.device) + positive_offset
     return F.cross_entropy(logits.float(), labels)

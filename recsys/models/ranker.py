@@ -32,7 +32,7 @@ class RankerNet(nn.Module):
         embedding_dim: int,
         features: list[str],
         use_embeddings: bool = True,
-        hidden: list[int] | tuple[int, ...] = (512, 256),
+        hidden: list[int] | tuple[int, ...] = (256, 128),
         dropout: float = 0.2,
     ):
         super().__init__()
@@ -136,6 +136,7 @@ class RankerModule(L.LightningModule):
         self.ranking_metrics = CandidateListMetrics(ranking_ks)
         self.n_items = n
         self.test_results: dict[str, float] = {}
+        self.test_details: dict[str, dict] = {}
         self._list_offset = 0
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -159,8 +160,8 @@ class RankerModule(L.LightningModule):
         retrieval = self.val_retrieval.compute()["all"]
         self.val_two_stage.reset()
         self.val_retrieval.reset()
-        self.log("val/ndcg@10", two_stage["ndcg@10"], prog_bar=True)
-        self.log("val/retrieval_ndcg@10", retrieval["ndcg@10"])
+        self.log("val/ndcg@10", two_stage["ndcg@10"], prog_bar=True, sync_dist=True)
+        self.log("val/retrieval_ndcg@10", retrieval["ndcg@10"], sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._list_offset = 0
@@ -172,13 +173,19 @@ class RankerModule(L.LightningModule):
             self._ranks(batch, logits), batch["target"], reranked(logits, batch["candidates"], mask)
         )
         self.retrieval_metrics.update(batch["retrieval_rank"], batch["target"], batch["candidates"])
-        list_ids = torch.arange(len(logits), device=logits.device) + self._list_offset
+        # unique over ranks too: lists with equal ids would merge when the metric gathers them
+        local = torch.arange(len(logits), device=logits.device) + self._list_offset
+        list_ids = local * self.trainer.world_size + self.global_rank
         self._list_offset += len(logits)
         self.ranking_metrics.update_lists(logits, batch["labels"], mask, list_ids)
 
     def on_test_epoch_end(self) -> None:
         k_max = int(self.trainer.datamodule.num_candidates) if self.trainer.datamodule else None
         results: dict[str, float] = {}
+        self.test_details = {
+            "two_stage": self.two_stage_metrics.snapshot(max_k=k_max),
+            "retrieval": self.retrieval_metrics.snapshot(max_k=k_max),
+        }
         for prefix, metric in (("two_stage", self.two_stage_metrics), ("retrieval", self.retrieval_metrics)):
             for segment, values in metric.compute().items():
                 name = prefix if segment == "all" else f"{prefix}_{segment}"
@@ -190,7 +197,10 @@ class RankerModule(L.LightningModule):
         results.update({f"ranking/{k}": float(v) for k, v in self.ranking_metrics.compute().items()})
         self.ranking_metrics.reset()
         self.test_results = results
-        self.log_dict({k: results[k] for k in ("two_stage/ndcg@10", "retrieval/ndcg@10") if k in results})
+        self.log_dict(
+            {k: results[k] for k in ("two_stage/ndcg@10", "retrieval/ndcg@10") if k in results},
+            sync_dist=True,
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(
