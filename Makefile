@@ -9,7 +9,7 @@ DATA ?= synthetic
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ensure-installed test test-fast lint format demo prepare train serve bench-prepare bench-serving api-docs clean
+.PHONY: help install ensure-installed test test-fast lint format demo prepare train serve bench-prepare bench-scale bench-serving api-docs clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ serve: ensure-installed ## Serve a bundle: make serve [BUNDLE=dir] [PORT=8000]
 
 bench-prepare: ensure-installed ## Benchmark generation + prepare at synthetic_full scale (see experiments/)
 	$(PYTHON) experiments/bench_prepare.py $(ARGS)
+
+bench-scale: ensure-installed ## The whole pipeline at synthetic_full scale (434K items; ~1.5 h on 2 cores): make bench-scale [ARGS=…]
+	$(PYTHON) experiments/bench_scale.py $(ARGS)
 
 bench-serving: ensure-installed ## Serving latency/throughput vs a constant LitServe endpoint: make bench-serving [BUNDLE=dir]
 	$(PYTHON) experiments/bench_serving.py --bundle $(BUNDLE) $(ARGS)
