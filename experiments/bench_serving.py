@@ -49,12 +49,20 @@ def stop(proc: subprocess.Popen) -> None:
     time.sleep(1)
 
 
-def start(argv: list[str], port: int, health: str, env: dict) -> tuple[subprocess.Popen, float]:
+def start(
+    argv: list[str], port: int, health: str, env: dict, cpus: set[int] | None = None
+) -> tuple[subprocess.Popen, float]:
     if port_in_use(port):  # a stale server would answer instead and make the numbers meaningless
         raise RuntimeError(f"port {port} is already in use; stop whatever listens there first")
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        argv,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,  # inherited by its workers
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -118,8 +126,23 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--server-cpus",
+        help="pin the servers to these CPUs (e.g. 1) and the client to the others; default: shared",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    server_cpus = {int(c) for c in args.server_cpus.split(",")} if args.server_cpus else None
+    if server_cpus:
+        client_cpus = set(os.sched_getaffinity(0)) - server_cpus
+        if not client_cpus:
+            raise ValueError(f"--server-cpus {args.server_cpus} leaves no CPU for the client")
+        os.sched_setaffinity(0, client_cpus)
+    placement = (
+        f"servers pinned to CPU {sorted(server_cpus)}, client to CPU {sorted(client_cpus)}"
+        if server_cpus
+        else "client and server share the 2 cores"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LIT_SERVER_API_KEY": ""}
     users = pd.read_parquet(Path(args.bundle) / "users.parquet", columns=["user_id", "history"])
     rng = np.random.default_rng(0)
@@ -130,7 +153,7 @@ def main() -> None:
 
     rows = {}
     floor, floor_ready = start(
-        [sys.executable, str(CONSTANT_SERVER), str(floor_port)], floor_port, "/health", env
+        [sys.executable, str(CONSTANT_SERVER), str(floor_port)], floor_port, "/health", env, server_cpus
     )
     try:
         rows["constant LitServe endpoint (floor)"] = measure(
@@ -147,6 +170,7 @@ def main() -> None:
         args.port,
         "/health",
         env,
+        server_cpus,
     )
     try:
         rows["GET /recommend/{user_id} (known user)"] = measure(
@@ -172,7 +196,7 @@ def main() -> None:
         f"Bundle `{args.bundle}`: {manifest['n_items']:,} items, {manifest['n_users']:,} users, index "
         f"`{manifest['index']['kind']}`, K = {manifest['num_candidates']} candidates "
         f"{'re-ranked by the ranker' if manifest.get('ranker') else 'in retrieval order (no ranker)'}, top 10 returned. "
-        f"One LitServe inference worker, 1 torch/FAISS thread, loopback; client and server share the 2 cores.",
+        f"One LitServe inference worker, 1 torch/FAISS thread, loopback; {placement}.",
         f"Time to ready (process start → `/health` 200): recsys {ready_s:.1f} s; constant server {floor_ready:.1f} s.",
         "",
         f"| endpoint | p50 ms | p95 ms | p99 ms (sequential, {args.requests} requests) | "
