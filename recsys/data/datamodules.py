@@ -181,7 +181,11 @@ class SequenceDataModule(_BatchedSplits):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             self.dataset = PreparedDataset.load(self.processed_dir)
-        for split in ("train", "val", "test"):
+        # only what the stage reads: at 434K items the train rows alone hold ~100M history ids
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
+            stage or "", ("train", "val", "test")
+        )
+        for split in needed:
             if split not in self.splits:
                 self.splits[split] = RaggedRows.from_split(self.dataset, split, self.max_history)
 
