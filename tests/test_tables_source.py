@@ -17,7 +17,8 @@ def _write_tables(root, n_users=60, n_items=40, fmt="csv"):
     for u in range(n_users):
         items = rng.choice(n_items, size=8, replace=False)
         for step, i in enumerate(items):
-            rows.append({"user_id": f"u{u}", "item_id": f"i{i}", "timestamp": 1_600_000_000 + 3600 * step + u})
+            ts = 1_600_000_000 + 3600 * step + u
+            rows.append({"user_id": f"u{u}", "item_id": f"i{i}", "timestamp": ts})
     interactions = pd.DataFrame(rows)
     items = pd.DataFrame(
         {

@@ -67,7 +67,9 @@ class CanonicalTablesSource:
         raw = read_table(path)
         _require(raw, path, ("user_id", "item_id", "timestamp"))
         timestamp = to_epoch_ms(raw["timestamp"])
-        rating = pd.to_numeric(raw["rating"], errors="coerce") if "rating" in raw else pd.Series(np.nan, raw.index)
+        rating = (
+            pd.to_numeric(raw["rating"], errors="coerce") if "rating" in raw else pd.Series(np.nan, raw.index)
+        )
         verified = (
             raw["verified"].astype(str).str.lower().isin(("true", "1", "yes"))
             if "verified" in raw
@@ -104,7 +106,9 @@ class CanonicalTablesSource:
         if "text" in raw:
             texts = raw["text"].fillna("").astype(str)
         else:
-            descriptions = raw["description"].fillna("").astype(str) if "description" in raw else [""] * len(raw)
+            descriptions = (
+                raw["description"].fillna("").astype(str) if "description" in raw else [""] * len(raw)
+            )
             texts = [
                 unified_text(t, c, {}, d) for t, c, d in zip(titles, categories, descriptions, strict=True)
             ]
