@@ -25,7 +25,7 @@ from rich.table import Table
 from recsys.data.dataset import FIRST_ITEM_IDX, item_arrays
 from recsys.evaluation import plots
 from recsys.models.two_tower import TwoTowerModule
-from recsys.utils.artifacts import write_json_atomic
+from recsys.utils.artifacts import checkpoint_file, write_json_atomic
 from recsys.utils.hydra_helpers import CONFIG_PATH
 
 STAGES = {  # metrics.json prefix -> column title
@@ -38,24 +38,13 @@ STAGES = {  # metrics.json prefix -> column title
 ROWS = ("recall@10", "ndcg@10", "mrr", "recall@50", "recall@100", "coverage@10", "diversity@10", "novelty@10")
 
 
-def _checkpoint(path: str | None, key: str) -> Path:
-    if not path:
-        raise ValueError(f"evaluate needs {key}=<a checkpoint>")
-    ckpt = Path(path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found ({key})")
-    return ckpt
-
-
 def two_stage_results(trainer_cfg: DictConfig, retrieval_ckpt: Path, ranker_ckpt: Path) -> tuple[dict, dict]:
     """Test the ranker on the retrieval checkpoint's candidates, built as when it was trained."""
     from recsys.data.datamodules import CandidateDataModule
-    from recsys.models.ranker import RankerModule
+    from recsys.models.ranker import RankerModule, candidate_settings
 
-    saved = torch.load(ranker_ckpt, map_location="cpu", weights_only=True).get(
-        "datamodule_hyper_parameters", {}
-    )
-    datamodule = CandidateDataModule(**{**saved, "retrieval_ckpt": str(retrieval_ckpt)})
+    settings = candidate_settings(ranker_ckpt)
+    datamodule = CandidateDataModule(**{**settings, "retrieval_ckpt": str(retrieval_ckpt)})
     ranker = RankerModule.load_from_checkpoint(ranker_ckpt, map_location="cpu", weights_only=True)
     trainer = hydra.utils.instantiate(trainer_cfg, logger=False, callbacks=[])
     trainer.test(ranker, datamodule=datamodule)
@@ -100,7 +89,7 @@ def print_table(metrics: dict[str, Any]) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    ckpt = _checkpoint(cfg.get("ckpt_path"), "ckpt_path")
+    ckpt = checkpoint_file(cfg.get("ckpt_path"), "ckpt_path", "evaluate")
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
@@ -113,7 +102,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     details = dict(model.test_details)
     if cfg.get("ranker_ckpt"):
         two_stage, ranker_details = two_stage_results(
-            cfg.trainer, ckpt, _checkpoint(cfg.ranker_ckpt, "ranker_ckpt")
+            cfg.trainer, ckpt, checkpoint_file(cfg.ranker_ckpt, "ranker_ckpt", "evaluate")
         )
         metrics.update(two_stage)
         details.update(ranker_details)

@@ -3,42 +3,30 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-from recsys.models.ranker import RankerModule
+from recsys.models.ranker import RankerModule, candidate_settings
 from recsys.models.two_tower import TwoTowerModule
 from recsys.serving.bundle import write_bundle
+from recsys.utils.artifacts import checkpoint_file
 from recsys.utils.hydra_helpers import CONFIG_PATH, print_summary
-
-
-def _checkpoint(path: str | None, what: str) -> Path:
-    if not path:
-        raise ValueError(f"export needs {what}=<checkpoint path>")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}={path}: checkpoint not found")
-    return path
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.threads)) if cfg.get("threads") else None
     started = time.perf_counter()
     retrieval = TwoTowerModule.load_from_checkpoint(
-        _checkpoint(cfg.retrieval_ckpt, "retrieval_ckpt"), map_location="cpu", weights_only=True
+        checkpoint_file(cfg.retrieval_ckpt, "retrieval_ckpt", "export"), map_location="cpu", weights_only=True
     )
     ranker, data_hp = None, {}
     if cfg.get("ranker_ckpt"):
-        ranker_path = _checkpoint(cfg.ranker_ckpt, "ranker_ckpt")
+        ranker_path = checkpoint_file(cfg.ranker_ckpt, "ranker_ckpt", "export")
         ranker = RankerModule.load_from_checkpoint(ranker_path, map_location="cpu", weights_only=True)
-        # the ranker's features were computed with its datamodule's window / history settings
-        data_hp = torch.load(ranker_path, map_location="cpu", weights_only=True).get(
-            "datamodule_hyper_parameters", {}
-        )
+        data_hp = candidate_settings(ranker_path)
     index = hydra.utils.instantiate(cfg.index, dim=int(retrieval.hparams.dim))
     manifest = write_bundle(
         cfg.bundle_dir,

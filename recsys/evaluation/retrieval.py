@@ -144,10 +144,9 @@ def rank_static_scores(
     outrank the target, the target does not outrank itself, ties are pessimistic.
     """
     device = targets.device
-    catalog_scores = scores[FIRST_ITEM_IDX:]
     if order is None:
         order = static_order(scores)
-    ascending = catalog_scores.sort().values
+    ascending = scores[order].flip(0)  # the sorted scores, read off the order instead of sorting again
     target_scores = scores[targets]
     at_least = len(ascending) - torch.searchsorted(ascending, target_scores, side="left")
     pairs = torch.unique(

@@ -8,6 +8,7 @@ seed's ranker (an MLP on [u, i, u⊙i]); the default adds the dense features of
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -84,6 +85,13 @@ class RankerNet(nn.Module):
 
     def _add_wide(self, logits: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return logits if self.wide is None else logits + self.wide(dense).squeeze(-1)
+
+
+def candidate_settings(ranker_ckpt: str | Path) -> dict[str, Any]:
+    """The candidate DataModule settings a ranker was trained with (K, feature window, history):
+    its features mean the same thing only when rebuilt with them."""
+    ckpt = torch.load(ranker_ckpt, map_location="cpu", weights_only=True)
+    return dict(ckpt.get("datamodule_hyper_parameters", {}))
 
 
 def ranker_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:

@@ -52,6 +52,16 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def checkpoint_file(path: str | None, key: str, task: str) -> Path:
+    """The checkpoint a command-line ``key`` names, or an error saying which key and what is wrong."""
+    if not path:
+        raise ValueError(f"{task} needs {key}=<checkpoint path>")
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{key}={file}: checkpoint not found")
+    return file
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
