@@ -7,6 +7,10 @@ BUNDLE ?= $(DEMO)/bundle
 PORT ?= 8000
 DATA ?= synthetic
 ARGS ?=
+# demo overrides: data/text ones reach prepare, the two-tower training and evaluate; trainer/model
+# ones both trainings (the ranker's data follows from the two-tower checkpoint)
+DEMO_DATA_ARGS ?=
+DEMO_TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install ensure-installed test test-fast lint format demo prepare train serve bench-prepare bench-scale bench-serving api-docs clean
@@ -47,15 +51,18 @@ demo: ensure-installed $(DEMO)/bundle/manifest.json $(DEMO)/evaluation/metrics.j
 BEST_CKPT = $$($(PYTHON) -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" $(1))
 
 $(DEMO)/two_tower/metrics.json:
-	$(PYTHON) -m recsys.prepare data=synthetic
-	$(PYTHON) -m recsys.train experiment=two_tower data=synthetic paths.output_dir=$(DEMO)/two_tower $(ARGS)
+	$(PYTHON) -m recsys.prepare data=synthetic $(DEMO_DATA_ARGS)
+	$(PYTHON) -m recsys.train experiment=two_tower data=synthetic paths.output_dir=$(DEMO)/two_tower \
+		$(DEMO_DATA_ARGS) $(DEMO_TRAIN_ARGS) $(ARGS)
 
 $(DEMO)/ranker/metrics.json: $(DEMO)/two_tower/metrics.json
-	$(PYTHON) -m recsys.train experiment=ranker retrieval_ckpt=$(call BEST_CKPT,$<) paths.output_dir=$(DEMO)/ranker
+	$(PYTHON) -m recsys.train experiment=ranker retrieval_ckpt=$(call BEST_CKPT,$<) paths.output_dir=$(DEMO)/ranker \
+		$(DEMO_TRAIN_ARGS)
 
 $(DEMO)/evaluation/metrics.json: $(DEMO)/ranker/metrics.json
 	$(PYTHON) -m recsys.evaluate ckpt_path=$(call BEST_CKPT,$(DEMO)/two_tower/metrics.json) \
-		ranker_ckpt=$(call BEST_CKPT,$<) paths.output_dir=$(DEMO)/evaluation trainer.enable_progress_bar=false
+		ranker_ckpt=$(call BEST_CKPT,$<) paths.output_dir=$(DEMO)/evaluation trainer.enable_progress_bar=false \
+		$(DEMO_DATA_ARGS)
 
 $(DEMO)/bundle/manifest.json: $(DEMO)/ranker/metrics.json
 	$(PYTHON) -m recsys.export retrieval_ckpt=$(call BEST_CKPT,$(DEMO)/two_tower/metrics.json) \

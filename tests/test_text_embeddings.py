@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+import pytest
 
 from recsys.features.text_embeddings import (
     EmbeddingCache,
@@ -76,6 +77,22 @@ def test_packaged_minilm_loads_offline_and_embeds():
     assert emb.shape == (3, 384) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+def test_encoding_in_two_processes_matches_one_process():
+    texts = [
+        f"{genre} film number {i} " + "with a longer synopsis " * (i % 7)
+        for i, genre in enumerate(["horror", "comedy", "drama", "western", "documentary"] * 5)
+    ]
+    here = SentenceTransformerEncoder(batch_size=4).encode(texts)
+    pooled = SentenceTransformerEncoder(batch_size=4, num_processes=2)
+    emb = pooled.encode(texts)
+    assert emb.shape == (25, 384)
+    # each text comes back in its own row (rows differ, so a shuffle would show)
+    np.testing.assert_allclose((emb * here).sum(axis=1), 1.0, atol=1e-4)
+    assert pooled._pool is not None  # the two-process path really ran
+    with pytest.raises(ValueError, match="num_processes"):
+        SentenceTransformerEncoder(num_processes=0)
 
 
 def test_local_path_is_used_as_is(tmp_path):

