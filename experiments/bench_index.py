@@ -4,6 +4,7 @@ Queries are the model's own user embeddings (val rows), so recall is measured on
 distribution the index serves. Recall@k of an ANN index = |ANN top-k ∩ exact top-k| / k.
 
     python experiments/bench_index.py --ckpt CKPT [--queries 2000] [--threads 1] [--bundle-dir DIR]
+        [--backends flat,hnsw,hnsw_fp16,hnsw_sq8,ivf] [--k 100]
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch + FAISS threads (serving uses 1)")
     parser.add_argument("--build-threads", type=int, default=2)
     parser.add_argument("--bundle-dir", default=None, help="also time a full export (hnsw) into this dir")
+    parser.add_argument(
+        "--backends", default="flat,hnsw,ivf", help="comma list starting with flat; also hnsw_fp16, hnsw_sq8"
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.build_threads)
@@ -80,7 +84,17 @@ def main() -> None:
             f"phases (s): {manifest['timings']}."
         )
 
-    backends = {"flat": FlatIndex(d), "hnsw": HNSWIndex(d), "ivf": IVFIndex(d)}
+    choices = {
+        "flat": lambda: FlatIndex(d),
+        "hnsw": lambda: HNSWIndex(d),
+        "hnsw_fp16": lambda: HNSWIndex(d, storage="fp16"),
+        "hnsw_sq8": lambda: HNSWIndex(d, storage="sq8"),
+        "ivf": lambda: IVFIndex(d),
+    }
+    names = args.backends.split(",")
+    if names[0] != "flat" or not set(names) <= set(choices):
+        raise SystemExit(f"--backends: start with flat (the exact reference), then any of {sorted(choices)}")
+    backends = {name: choices[name]() for name in names}
     results, exact = {}, None
     for name, index in backends.items():
         faiss.omp_set_num_threads(args.build_threads)

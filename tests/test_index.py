@@ -96,3 +96,24 @@ def test_bad_input_is_refused():
         index.build(np.array([1, 1]), unit_vectors(2))
     with pytest.raises(IndexInputError, match="needs at least"):
         IVFIndex(DIM, nlist=50).build(np.arange(10), unit_vectors(10))
+
+
+@pytest.mark.parametrize(("storage", "min_recall"), [("fp16", 0.99), ("sq8", 0.9)])
+def test_hnsw_quantized_storage_keeps_recall_and_round_trips(storage, min_recall, tmp_path):
+    vectors = unit_vectors(2000)
+    ids = np.arange(2000, dtype=np.int64) + 7
+    queries = unit_vectors(50, seed=3)
+    index = HNSWIndex(DIM, m=16, ef_search=200, storage=storage).build(ids, vectors)
+    scores, found = index.search(queries, 10)
+    exact = brute_force(queries, ids, vectors, 10)
+    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)])
+    assert recall >= min_recall
+    # scores are (approximately) the true inner products of the returned items
+    true = np.einsum("qd,qkd->qk", queries, vectors[found - 7])
+    np.testing.assert_allclose(scores, true, atol=0.02 if storage == "sq8" else 1e-3)
+    index.save(tmp_path / "items.faiss")
+    loaded = ItemIndex.load(tmp_path / "items.faiss")
+    assert loaded.storage == storage
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], found)
+    with pytest.raises(ValueError, match="storage"):
+        HNSWIndex(DIM, storage="pq")

@@ -244,9 +244,22 @@ class FlatIndex(ItemIndex):
 class HNSWIndex(ItemIndex):
     kind = "hnsw"
 
-    def __init__(self, dim: int, m: int = 32, ef_construction: int = 200, ef_search: int = 256):
+    # vector storage inside the graph: fp32, or scalar-quantized (half / quarter the bytes a search
+    # walks through, for a little recall)
+    STORAGE: ClassVar[dict[str, int | None]] = {
+        "flat": None,
+        "fp16": faiss.ScalarQuantizer.QT_fp16,
+        "sq8": faiss.ScalarQuantizer.QT_8bit,
+    }
+
+    def __init__(
+        self, dim: int, m: int = 32, ef_construction: int = 200, ef_search: int = 256, storage: str = "flat"
+    ):
         super().__init__(dim)
+        if storage not in self.STORAGE:
+            raise ValueError(f"HNSW storage must be one of {sorted(self.STORAGE)}, got {storage!r}")
         self.m, self.ef_construction, self.ef_search = int(m), int(ef_construction), int(ef_search)
+        self.storage = storage
 
     def params(self) -> dict[str, Any]:
         return {
@@ -254,10 +267,17 @@ class HNSWIndex(ItemIndex):
             "m": self.m,
             "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
+            "storage": self.storage,
         }
 
     def _make_base(self, vectors: np.ndarray) -> faiss.Index:
-        base = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        qtype = self.STORAGE[self.storage]
+        if qtype is None:
+            base = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        else:
+            base = faiss.IndexHNSWSQ(self.dim, qtype, self.m, faiss.METRIC_INNER_PRODUCT)
+            if len(vectors):
+                base.train(vectors)  # per-dimension ranges (sq8); a no-op for fp16
         base.hnsw.efConstruction = self.ef_construction
         return base
 
