@@ -24,6 +24,19 @@ def ml100k_dir() -> Path:
     return ML100K
 
 
+EVALUATION_FIGURES = {"curves", "cold_warm", "gate_by_popularity", "recommended_popularity"}
+
+
+def assert_evaluation_figures(paths: list[Path]) -> None:
+    """``recsys.evaluate``'s four PNGs, each readable and at least 500 x 300 pixels."""
+    import matplotlib.image
+
+    assert {Path(p).stem for p in paths} == EVALUATION_FIGURES
+    for path in paths:
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert width >= 500 and height >= 300
+
+
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from recsys.models.ranker import ranker_loss
 from recsys.models.two_tower import TwoTowerModule
 from recsys.serving.bundle import Bundle
 from recsys.utils.artifacts import ManifestError
-from tests.conftest import K, compose_config, export_bundle
+from tests.conftest import K, assert_evaluation_figures, compose_config, export_bundle
 
 
 @pytest.fixture(scope="module")
@@ -210,8 +209,6 @@ def test_factored_single_user_scoring_equals_forward(use_embeddings):
 
 
 def test_evaluate_reports_every_stage_and_draws_the_figures(trained, tmp_path):
-    import matplotlib.image
-
     from recsys.evaluate import evaluate
 
     cfg = compose_config(
@@ -240,8 +237,4 @@ def test_evaluate_reports_every_stage_and_draws_the_figures(trained, tmp_path):
     assert len(recall) == 1000 and recall == sorted(recall)  # recall@K never decreases in K
     assert recall[9] == pytest.approx(metrics["retrieval/recall@10"])
     assert len(curves["two_stage"]["all"]["recall"]) == K  # two-stage ranks are defined up to K
-    names = {"curves", "cold_warm", "gate_by_popularity", "recommended_popularity"}
-    assert {Path(p).stem for p in metrics["figures"]} == names
-    for path in metrics["figures"]:
-        height, width, _ = matplotlib.image.imread(path).shape
-        assert width >= 500 and height >= 300
+    assert_evaluation_figures(metrics["figures"])
