@@ -11,10 +11,10 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def run_child(argv: list[str], cwd: Path) -> dict:
+def run_child(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict:
     """Run ``python argv…``; the child prints one JSON line last; add wall time and peak RSS."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"stage {argv} failed:\n{proc.stderr[-4000:]}")

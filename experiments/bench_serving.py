@@ -28,6 +28,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments._measure import report
+from recsys.serving.cpu_affinity import allowed_cpus, split_cpus
 
 REPO = Path(__file__).resolve().parents[1]
 CONSTANT_SERVER = Path(__file__).resolve().parent / "_constant_server.py"
@@ -130,6 +131,11 @@ def main() -> None:
         "--server-cpus",
         help="pin the servers to these CPUs (e.g. 1) and the client to the others; default: shared",
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="servers leave CPU placement to the scheduler (serve.pin_cpus=false)",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     server_cpus = {int(c) for c in args.server_cpus.split(",")} if args.server_cpus else None
@@ -138,12 +144,21 @@ def main() -> None:
         if not client_cpus:
             raise ValueError(f"--server-cpus {args.server_cpus} leaves no CPU for the client")
         os.sched_setaffinity(0, client_cpus)
+    split = None if args.no_pin else split_cpus(1, 1, server_cpus or allowed_cpus())
     placement = (
         f"servers pinned to CPU {sorted(server_cpus)}, client to CPU {sorted(client_cpus)}"
         if server_cpus
-        else "client and server share the 2 cores"
+        else f"{len(allowed_cpus() or ())} cores shared by client and servers"
+    ) + (
+        f"; each server puts its inference worker on CPU {sorted(split[0])} and its HTTP side on "
+        f"CPU {sorted(split[1])} (`serve.pin_cpus`)"
+        if split
+        else "; no CPU pinning (`--no-pin`)"
+        if args.no_pin
+        else ""
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LIT_SERVER_API_KEY": ""}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LIT_SERVER_API_KEY": "", "PYTHONPATH": path}
     users = pd.read_parquet(Path(args.bundle) / "users.parquet", columns=["user_id", "history"])
     rng = np.random.default_rng(0)
     user_ids = users["user_id"].astype(str).to_numpy()[rng.permutation(len(users))]
@@ -153,7 +168,11 @@ def main() -> None:
 
     rows = {}
     floor, floor_ready = start(
-        [sys.executable, str(CONSTANT_SERVER), str(floor_port)], floor_port, "/health", env, server_cpus
+        [sys.executable, str(CONSTANT_SERVER), str(floor_port), *(["--no-pin"] if args.no_pin else [])],
+        floor_port,
+        "/health",
+        env,
+        server_cpus,
     )
     try:
         rows["constant LitServe endpoint (floor)"] = measure(
@@ -166,7 +185,15 @@ def main() -> None:
         stop(floor)
 
     server, ready_s = start(
-        [sys.executable, "-m", "recsys.serve", f"bundle={args.bundle}", f"port={args.port}", "threads=1"],
+        [
+            sys.executable,
+            "-m",
+            "recsys.serve",
+            f"bundle={args.bundle}",
+            f"port={args.port}",
+            "threads=1",
+            f"pin_cpus={not args.no_pin}",
+        ],
         args.port,
         "/health",
         env,
@@ -199,13 +226,15 @@ def main() -> None:
         f"One LitServe inference worker, 1 torch/FAISS thread, loopback; {placement}.",
         f"Time to ready (process start → `/health` 200): recsys {ready_s:.1f} s; constant server {floor_ready:.1f} s.",
         "",
-        f"| endpoint | p50 ms | p95 ms | p99 ms (sequential, {args.requests} requests) | "
+        f"| endpoint | p50 ms | p50 / floor p50 | p95 ms | p99 ms (sequential, {args.requests} requests) | "
         f"req/s ({args.clients} clients, {args.seconds:.0f} s) | errors |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
+    floor_p50 = rows["constant LitServe endpoint (floor)"]["p50"]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['rps']:.0f} | {r['errors']} |"
+            f"| {name} | {r['p50']:.1f} | {r['p50'] / floor_p50:.1f}× | {r['p95']:.1f} | {r['p99']:.1f} | "
+            f"{r['rps']:.0f} | {r['errors']} |"
         )
     report("Serving benchmark (issue 5)", "\n".join(lines), record=not args.no_record)
 

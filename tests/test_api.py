@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
@@ -140,3 +143,47 @@ def test_openapi_documents_every_route(client):
     ):
         assert route in paths, route
     assert client.get("/docs").status_code == 200
+
+
+def test_serve_asks_glibc_for_huge_pages_without_dropping_other_tunables():
+    from recsys.serve import HUGEPAGE_MALLOC, use_hugepage_malloc
+
+    env: dict[str, str] = {}
+    use_hugepage_malloc(env)
+    assert env["GLIBC_TUNABLES"] == HUGEPAGE_MALLOC
+    env = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    use_hugepage_malloc(env)
+    assert env["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{HUGEPAGE_MALLOC}"
+    env = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}  # the user's own choice wins
+    use_hugepage_malloc(env)
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+
+
+def test_cpu_split_gives_workers_their_own_cpus():
+    from recsys.serving.cpu_affinity import split_cpus
+
+    assert split_cpus(1, 1, {0, 1}) == ({1}, {0})
+    assert split_cpus(2, 2, set(range(16))) == ({12, 13, 14, 15}, set(range(12)))
+    assert split_cpus(2, 1, {3, 5, 9}) == ({5, 9}, {3})
+    assert split_cpus(1, 2, {0, 1}) is None  # nothing left for the HTTP side: no pinning
+    assert split_cpus(1, 1, None) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_worker_setup_pins_itself_to_its_cpus(tiny_bundle):
+    from recsys.serving.api import RecsysAPI
+
+    target = {max(os.sched_getaffinity(0))}
+    first = pd.read_parquet(tiny_bundle / "items.parquet").iloc[0]
+    seen = {}
+
+    def setup_in_thread() -> None:  # affinity is per thread: leave the test runner's alone
+        api = RecsysAPI(tiny_bundle, cpus=target)
+        api.setup("cpu")
+        seen["cpus"] = os.sched_getaffinity(0)
+        seen["title"] = api.predict({"op": "item", "item_id": first["item_id"]})["title"]
+
+    thread = threading.Thread(target=setup_in_thread)
+    thread.start()
+    thread.join()
+    assert seen["cpus"] == target and seen["title"] == first["title"]

@@ -28,6 +28,14 @@ def test_known_user_two_stage_never_recommends_seen(graph):
         assert not seen_ids & {x["item_id"] for x in out["items"]}
 
 
+def test_users_who_saw_almost_everything_get_the_rest(graph):
+    all_ids = [str(i) for i in graph.item_ids]
+    out = graph.recommend(history=all_ids[3:], top_k=10)  # fewer unseen items than candidates
+    assert out["strategy"] == "two_stage"
+    assert sorted(x["item_id"] for x in out["items"]) == sorted(all_ids[:3])
+    assert graph.recommend(history=all_ids, top_k=10)["items"] == []
+
+
 def test_graph_ranks_like_the_trained_models(graph, trained):
     """Anonymous history through the graph = user tower + exact top-K + ranker by hand."""
     from recsys.models.ranker import RankerModule

@@ -92,6 +92,21 @@ def test_transition_lookup_matches_scipy_indexing():
     ).tolist() == [0]
 
 
+@pytest.mark.parametrize("batch", [1, 40])  # one serving request (row by row); a training batch
+def test_transition_counts_match_scipy_sums(batch):
+    rng = np.random.default_rng(1)
+    rows, cols = rng.integers(1, 30, 400), rng.integers(1, 30, 400)
+    matrix = sp.csr_matrix((np.ones(400, np.float32), (rows, cols)), shape=(30, 30))
+    transitions = ItemTransitions(matrix.copy())
+    last = rng.integers(0, 34, (batch, 3))  # 0 = none; 30..33 = items added after the matrix
+    cands = rng.integers(0, 34, (batch, 20))
+    dense = np.zeros((35, 35), np.float32)
+    dense[:30, :30] = matrix.toarray()
+    expected = dense[last[:, :, None], cands[:, None, :]].sum(axis=1)
+    np.testing.assert_array_equal(transitions.counts(last, cands), expected)
+    assert expected.sum() > 0
+
+
 def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
     dataset = retrieval._dataset
     tables = ItemFeatureTables.from_dataset(dataset)

@@ -37,6 +37,7 @@ FEATURES = (
     "transition",
 )
 _TS_BITS = 42  # milliseconds up to year 2109; item_idx < 2**21 keeps keys inside int64
+_ROW_SEARCH_MAX = 32  # ItemTransitions.counts searches row by row up to this many source items
 
 
 @dataclass
@@ -134,7 +135,34 @@ class ItemTransitions:
 
     def counts(self, last_items: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """[B, K] sum over each user's ``last_items`` [B, n] (0 = none) of transitions to candidates."""
+        last_items, candidates = np.asarray(last_items), np.asarray(candidates)
+        if last_items.size <= _ROW_SEARCH_MAX:
+            return self._counts_by_row(last_items, candidates)
         return self.lookup(last_items[:, :, None], candidates[:, None, :]).sum(axis=1)
+
+    def _counts_by_row(self, last_items: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """``counts`` searching each source item's own (sorted, short) row of the matrix: for one
+        serving request, 3 row searches touch a few cache lines where the global key search cost
+        ~0.2 ms of cache misses at 434K items (9M keys)."""
+        m = self.matrix
+        out = np.zeros(candidates.shape, dtype=np.float32)
+        for b, sources in enumerate(last_items):
+            for row in sources:
+                if not 0 <= row < m.shape[0]:  # items added after the matrix was built
+                    continue
+                lo, hi = m.indptr[row], m.indptr[row + 1]
+                if lo == hi:
+                    continue
+                cols = m.indices[lo:hi]
+                pos = np.searchsorted(cols, candidates[b]).clip(max=hi - lo - 1)
+                out[b] += np.where(cols[pos] == candidates[b], m.data[lo:hi][pos], 0)
+        return out
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for an index of any shape through ``index_select``, which copies whole rows:
+    200 random rows of 256 floats in 45 µs where advanced indexing took 135 µs (serving latency)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
 
 
 def last_items(history: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:
@@ -183,16 +211,18 @@ def candidate_features(
     follows = transitions.counts(last_items(history, lengths, transitions.window).numpy(), candidates.numpy())
     last = last_items(history, lengths, last_n)
     valid = last > 0
-    profile = (tables.text[last] * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)
-    text_sim = torch.einsum("bkd,bd->bk", tables.text[candidates], profile)
+    profile = (gather_rows(tables.text, last) * valid[..., None]).sum(dim=1) / valid.sum(
+        dim=1, keepdim=True
+    ).clamp(min=1)
+    text_sim = torch.einsum("bkd,bd->bk", gather_rows(tables.text, candidates), profile)
     return torch.stack(
         [
             scores.float(),
             rank,
-            tables.log_popularity[candidates],
+            gather_rows(tables.log_popularity, candidates),
             torch.log1p(recent_counts.float()),
             text_sim,
-            tables.is_cold[candidates],
+            gather_rows(tables.is_cold, candidates),
             torch.log1p(torch.from_numpy(follows)),
         ],
         dim=-1,

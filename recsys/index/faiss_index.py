@@ -151,18 +151,21 @@ class ItemIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k ids by inner product, best first, skipping each query's ``exclude`` ids.
 
-        Excluded ids are removed by over-fetching ``k + max(len(exclude))`` and filtering, so a
-        batch stays one FAISS call (a per-query selector would mean one call per user).
+        A batch removes excluded ids by over-fetching ``k + max(len(exclude))`` and filtering, so it
+        stays one FAISS call (a per-query selector would mean one call per user); a single query
+        (serving) filters inside the search, which keeps HNSW's beam at ``max(ef_search, k)``.
         """
         queries = _as_vectors(queries, self.dim)
         n = len(queries)
+        skip = np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones))
+        if n == 1 and exclude is not None:
+            skip = np.concatenate([skip, np.asarray(exclude[0], dtype=np.int64)])
+            exclude = None
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
         fetch = min(k + extra, max(len(self), 1))
         params = self._search_params()
-        if self._tombstones:
-            selector = faiss.IDSelectorNot(
-                faiss.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64))
-            )
+        if len(skip):
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(skip))
             params = params or faiss.SearchParameters()
             params.sel = selector
         scores, ids = self.index.search(queries, fetch, params=params)

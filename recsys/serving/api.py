@@ -172,7 +172,14 @@ class RecsysSpec(LitSpec):
 class RecsysAPI(ls.LitAPI):
     """One per inference worker: loads the bundle in ``setup`` and runs the graph."""
 
-    def __init__(self, bundle_dir: str | Path, max_top_k: int = 100, min_history: int = 3, threads: int = 1):
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        max_top_k: int = 100,
+        min_history: int = 3,
+        threads: int = 1,
+        cpus: set[int] | None = None,
+    ):
         super().__init__(spec=RecsysSpec(bundle_dir, max_top_k))
         self.bundle_dir, self.max_top_k, self.min_history, self.threads = (
             bundle_dir,
@@ -180,10 +187,13 @@ class RecsysAPI(ls.LitAPI):
             min_history,
             threads,
         )
+        self.cpus = cpus
 
     def setup(self, device: str) -> None:
+        from recsys.serving.cpu_affinity import pin_current_thread
         from recsys.serving.graph import InferenceGraph
 
+        pin_current_thread(self.cpus)  # before any torch/FAISS thread exists: they inherit it
         torch.set_num_threads(self.threads)  # two threads collapse under contention (measured)
         self.graph = InferenceGraph.from_bundle(
             self.bundle_dir, min_history=self.min_history, max_top_k=self.max_top_k, threads=self.threads
@@ -217,13 +227,16 @@ def build_server(
     threads: int = 1,
     timeout: float = 30,
     max_payload_bytes: int = 1_000_000,
+    worker_cpus: set[int] | None = None,
 ) -> ls.LitServer:
     if not (Path(bundle_dir) / "manifest.json").is_file():
         raise FileNotFoundError(
             f"{bundle_dir}: no serving bundle here; create one with `make demo` or "
             "`python -m recsys.export retrieval_ckpt=… ranker_ckpt=… bundle_dir=…`"
         )
-    api = RecsysAPI(bundle_dir, max_top_k=max_top_k, min_history=min_history, threads=threads)
+    api = RecsysAPI(
+        bundle_dir, max_top_k=max_top_k, min_history=min_history, threads=threads, cpus=worker_cpus
+    )
     return ls.LitServer(
         api,
         accelerator="cpu",

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX
-from recsys.features.ranker_features import ItemFeatureTables, candidate_features
+from recsys.features.ranker_features import ItemFeatureTables, candidate_features, gather_rows
 from recsys.features.text_embeddings import encoder_from_key
 from recsys.serving.bundle import Bundle
 
@@ -190,27 +190,34 @@ class InferenceGraph:
         history = torch.from_numpy(hist.astype(np.int64))[None]
         lengths = torch.tensor([len(hist)])
         if user is None:
-            user = self.bundle.user_tower(self.embeddings[history], lengths)
+            user = self.bundle.user_tower(gather_rows(self.embeddings, history), lengths)
         k = max(self.num_candidates, top_k)
-        scores, cand = self.bundle.index.search(user.numpy(), k, exclude=[seen])
-        valid = cand[0] >= 0
-        cand_t = torch.from_numpy(np.where(valid, cand[0], 0))[None]
-        score_t = torch.from_numpy(np.where(valid, scores[0], 0.0).astype(np.float32))[None]
+        _, cand = self.bundle.index.search(user.numpy(), k, exclude=[seen])
+        n_valid = int((cand[0] >= 0).sum())
+        cand_t = torch.from_numpy(cand[0, :n_valid])
+        items = self.embeddings.index_select(0, cand_t)
+        # exact inner products, best first: the index may store quantized vectors (index.storage),
+        # and the ranker learned its score and rank features from exact top-K lists
+        exact = items @ user[0]
+        by_score = torch.from_numpy(np.argsort(-exact.numpy(), kind="stable"))
+        cand_t, items, exact = cand_t[by_score], items.index_select(0, by_score), exact[by_score]
         ranker = self.bundle.ranker
         if ranker is None:
-            order = np.arange(valid.sum())
-            final = score_t[0].numpy()
-        else:
-            recent = torch.from_numpy(self.recent[cand_t.numpy()])
-            feats = candidate_features(
-                self.tables, cand_t, score_t, recent, self.bundle.transitions, history, lengths, self.last_n
-            )
-            items = self.embeddings[cand_t[0]]
-            logits = ranker.score_user(user[0], items, feats[0])
-            final = logits.masked_fill(~torch.from_numpy(valid), float("-inf")).numpy()
-            order = np.argsort(-final, kind="stable")[: int(valid.sum())]
-        order = order[:top_k]
-        return cand_t[0].numpy()[order], final[order]
+            return cand_t[:top_k].numpy(), exact[:top_k].numpy()
+        recent = torch.from_numpy(self.recent[cand_t.numpy()])[None]
+        feats = candidate_features(
+            self.tables,
+            cand_t[None],
+            exact[None],
+            recent,
+            self.bundle.transitions,
+            history,
+            lengths,
+            self.last_n,
+        )
+        final = ranker.score_user(user[0], items, feats[0]).numpy()
+        order = np.argsort(-final, kind="stable")[:top_k]
+        return cand_t.numpy()[order], final[order]
 
     # ------------------------------------------------------------------ catalog changes
     def add_items(self, item_ids: list[str], titles: list[str], texts: list[str]) -> np.ndarray:
