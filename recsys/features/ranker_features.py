@@ -211,9 +211,8 @@ def candidate_features(
     follows = transitions.counts(last_items(history, lengths, transitions.window).numpy(), candidates.numpy())
     last = last_items(history, lengths, last_n)
     valid = last > 0
-    profile = (gather_rows(tables.text, last) * valid[..., None]).sum(dim=1) / valid.sum(
-        dim=1, keepdim=True
-    ).clamp(min=1)
+    last_texts = gather_rows(tables.text, last) * valid[..., None]
+    profile = last_texts.sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)
     text_sim = torch.einsum("bkd,bd->bk", gather_rows(tables.text, candidates), profile)
     return torch.stack(
         [

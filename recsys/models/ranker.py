@@ -72,7 +72,7 @@ class RankerNet(nn.Module):
         hidden = torch.addmm(torch.addmv(first.bias, w[:, :d], user), items, item_weight.T)
         hidden = hidden.addmm_(dense, w[:, 3 * d :].T)
         for layer in self.mlp[1:]:
-            if not (isinstance(layer, nn.Dropout) and not self.training):
+            if self.training or not isinstance(layer, nn.Dropout):
                 hidden = layer(hidden)
         return self._add_wide(hidden.squeeze(-1), dense)
 
