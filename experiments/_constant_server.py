@@ -8,7 +8,7 @@ import sys
 
 import litserve as ls
 
-from recsys.serving.cpu_affinity import allowed_cpus, pin_current_thread, split_cpus
+from recsys.serving.cpu_affinity import pin_current_thread, pin_http_side
 
 ITEMS = [{"item_id": str(i), "title": "t", "score": 1.0, "rank": i + 1} for i in range(10)]
 
@@ -26,8 +26,6 @@ class Constant(ls.LitAPI):
 
 
 if __name__ == "__main__":
-    pin = "--no-pin" not in sys.argv[2:]
-    worker_cpus, http_cpus = (split_cpus(1, 1, allowed_cpus()) if pin else None) or (None, None)
-    pin_current_thread(http_cpus)
+    worker_cpus = pin_http_side(1, 1) if "--no-pin" not in sys.argv[2:] else None
     server = ls.LitServer(Constant(worker_cpus), accelerator="cpu", timeout=30)
     server.run(host="127.0.0.1", port=int(sys.argv[1]), generate_client_file=False, log_level="warning")

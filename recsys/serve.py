@@ -28,7 +28,7 @@ def use_hugepage_malloc(env: MutableMapping[str, str] = os.environ) -> None:
 
 def serve(cfg: DictConfig) -> None:
     from recsys.serving.api import build_server
-    from recsys.serving.cpu_affinity import allowed_cpus, pin_current_thread, split_cpus
+    from recsys.serving.cpu_affinity import pin_http_side
 
     bundle = Path(cfg.bundle)
     if not (bundle / "manifest.json").is_file():
@@ -42,9 +42,7 @@ def serve(cfg: DictConfig) -> None:
         )
         raise SystemExit(1)
     use_hugepage_malloc()
-    split = split_cpus(cfg.workers, cfg.threads, allowed_cpus()) if cfg.pin_cpus else None
-    worker_cpus, http_cpus = split or (None, None)
-    pin_current_thread(http_cpus)  # the queue manager and uvicorn are started from this thread
+    worker_cpus = pin_http_side(cfg.workers, cfg.threads) if cfg.pin_cpus else None
     server = build_server(
         bundle,
         max_top_k=cfg.max_top_k,

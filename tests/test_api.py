@@ -170,6 +170,26 @@ def test_cpu_split_gives_workers_their_own_cpus():
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_http_side_pins_itself_and_hands_the_rest_to_workers():
+    from recsys.serving.cpu_affinity import pin_http_side, split_cpus
+
+    expected = split_cpus(1, 1, set(os.sched_getaffinity(0)))
+    seen = {}
+
+    def in_thread() -> None:  # affinity is per thread: leave the test runner's alone
+        seen["workers"] = pin_http_side(1, 1)
+        seen["http"] = os.sched_getaffinity(0)
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    if expected is None:  # a 1-CPU machine: nothing pinned
+        assert seen["workers"] is None and seen["http"] == os.sched_getaffinity(0)
+    else:
+        assert (seen["workers"], seen["http"]) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
 def test_worker_setup_pins_itself_to_its_cpus(tiny_bundle):
     from recsys.serving.api import RecsysAPI
 

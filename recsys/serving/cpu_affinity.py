@@ -31,3 +31,13 @@ def pin_current_thread(cpus: set[int] | None) -> None:
     """Restrict the calling thread (and the threads and processes it starts later) to ``cpus``."""
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
+
+
+def pin_http_side(workers: int, threads: int) -> set[int] | None:
+    """Pin the calling thread, which goes on to start LitServe's queue manager and uvicorn, to the
+    HTTP CPUs of ``split_cpus``; returns the CPUs for the inference workers (None: nothing pinned)."""
+    split = split_cpus(workers, threads, allowed_cpus())
+    if split is None:
+        return None
+    pin_current_thread(split[1])
+    return split[0]
