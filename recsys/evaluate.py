@@ -27,6 +27,7 @@ from recsys.evaluation import plots
 from recsys.models.two_tower import TwoTowerModule
 from recsys.utils.artifacts import checkpoint_file, write_json_atomic
 from recsys.utils.hydra_helpers import CONFIG_PATH
+from recsys.utils.trainer_setup import instantiate_trainer
 
 STAGES = {  # metrics.json prefix -> column title
     "two_stage": "2-stage",
@@ -46,7 +47,7 @@ def two_stage_results(trainer_cfg: DictConfig, retrieval_ckpt: Path, ranker_ckpt
     settings = candidate_settings(ranker_ckpt)
     datamodule = CandidateDataModule(**{**settings, "retrieval_ckpt": str(retrieval_ckpt)})
     ranker = RankerModule.load_from_checkpoint(ranker_ckpt, map_location="cpu", weights_only=True)
-    trainer = hydra.utils.instantiate(trainer_cfg, logger=False, callbacks=[])
+    trainer = instantiate_trainer(trainer_cfg, logger=False, callbacks=[])
     trainer.test(ranker, datamodule=datamodule)
     keep = {k: v for k, v in ranker.test_results.items() if not k.startswith("retrieval")}
     return keep, {"two_stage": ranker.test_details["two_stage"]}
@@ -96,7 +97,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = TwoTowerModule.load_from_checkpoint(
         ckpt, dataset_dir=str(datamodule.processed_dir), weights_only=True
     )
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    trainer = instantiate_trainer(cfg.trainer, logger=False, callbacks=[])
     trainer.test(model, datamodule=datamodule)
     metrics = {**model.test_results}
     details = dict(model.test_details)

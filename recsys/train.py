@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 
 from recsys.utils.artifacts import write_json_atomic
 from recsys.utils.hydra_helpers import CONFIG_PATH, instantiate_list, print_summary
+from recsys.utils.trainer_setup import fit_report, fit_report_keys, instantiate_trainer
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}
     dataset_dir = str(Path(datamodule.processed_dir).resolve())  # checkpoints work from any cwd
     model = hydra.utils.instantiate(cfg.model, dataset_dir=dataset_dir, **inputs)
-    trainer: L.Trainer = hydra.utils.instantiate(
+    trainer: L.Trainer = instantiate_trainer(
         cfg.trainer,
         callbacks=instantiate_list(cfg.get("callbacks")),
         logger=instantiate_list(cfg.get("logger")),
     )
+    started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     callback = trainer.checkpoint_callback
     best = callback.best_model_path if callback else ""
@@ -39,6 +42,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val_best": float(callback.best_model_score)
         if callback and callback.best_model_score is not None
         else None,
+        **fit_report(trainer, time.perf_counter() - started),
     }
     if cfg.get("test", True):
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
@@ -52,7 +56,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if not trainer.is_global_zero:  # every rank holds the reduced metrics; one writes them
             return metrics
         write_json_atomic(output_dir / "metrics.json", metrics)
-        shown = {k: v for k, v in metrics.items() if k.endswith(("@10", "/mrr", "@100")) or k == "n_users"}
+        shown = {
+            k: v
+            for k, v in metrics.items()
+            if k.endswith(("@10", "/mrr", "@100")) or k in ("n_users", *fit_report_keys)
+        }
         print_summary(f"test metrics ({output_dir / 'metrics.json'})", shown)
         print(json.dumps(metrics, indent=1, sort_keys=True))
     return metrics

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from recsys.models.losses import mask_accidental_hits, sampled_softmax_loss
+from recsys.models.losses import all_positions_loss, mask_accidental_hits, sampled_softmax_loss
 
 L = torch.tensor([[2.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 3, 1], [0, 0, 0, 0]])
 USERS = torch.eye(4)
@@ -131,3 +131,85 @@ def test_gathered_rank_hand_computed():
     e = math.exp
     rows = [math.log(1 + e(3) + e(1)) - 3, math.log(4)]  # row 2 without column 0; row 3 all zeros
     assert loss == pytest.approx(sum(rows) / 2, abs=1e-6)
+
+
+# ---------------------------------------------------------------- all positions, shared columns
+# Two positions u_0 = e_0, u_1 = e_1; their positives score 2 and 1; shared columns g (ids 10, 11,
+# 12) score [1, 0, 0] for u_0 and [0, 3, 0] for u_1. Row 0's positive is item 10, so g_0 is a hit.
+SHARED_USERS = torch.eye(4)[:2]
+SHARED_POS = torch.tensor([[2.0, 0, 0, 0], [0, 1, 0, 0]])
+SHARED = torch.tensor([[1.0, 0, 0, 0], [0, 3, 0, 0], [0, 0, 0, 0]])
+SHARED_IDS = torch.tensor([10, 11, 12])
+
+
+def _shared_loss(**kw):
+    return all_positions_loss(
+        SHARED_USERS, SHARED_POS, torch.tensor([10, 13]), SHARED, SHARED_IDS, temperature=1.0, **kw
+    ).item()
+
+
+def test_all_positions_loss_by_hand():
+    # rows: ln(e² + 1 + 1) − 2 (g_0 masked), ln(e + 1 + e³ + 1) − 1; mean:
+    assert _shared_loss() == pytest.approx(1.225271, abs=1e-5)
+    # unmasked, g_0 counts as a negative of row 0: ln(e² + e + 1 + 1) − 2
+    expected = (math.log(math.e**2 + math.e + 2) - 2 + math.log(math.e + 2 + math.e**3) - 1) / 2
+    assert _shared_loss(mask_hits=False) == pytest.approx(expected, abs=1e-5)
+
+
+def test_all_positions_logq_shifts_positive_and_shared_columns():
+    # positive log q [1, 0], shared [0, 1, 0]: row 0 logits [2−1 | masked, 0−1, 0] -> ln(e + e⁻¹ + 1) − 1;
+    # row 1 [1 | 0, 3−1, 0] -> ln(e + 1 + e² + 1) − 1; mean (0.407604 + 1.493811) / 2
+    got = _shared_loss(positive_log_q=torch.tensor([1.0, 0.0]), shared_log_q=torch.tensor([0.0, 1.0, 0.0]))
+    assert got == pytest.approx(0.950708, abs=1e-5)
+
+
+def test_chunked_loss_equals_one_pass_in_value_and_gradient():
+    torch.manual_seed(0)
+    user, pos, shared = (torch.randn(n, 8, requires_grad=True) for n in (37, 37, 11))
+    ids, shared_ids = torch.randint(0, 15, (37,)), torch.randint(0, 15, (11,))
+    grads = []
+    for chunk in (None, 5):
+        loss = all_positions_loss(user, pos, ids, shared, shared_ids, 0.1, chunk_size=chunk)
+        grads.append((loss.detach(), *torch.autograd.grad(loss, (user, pos, shared))))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "sasrec"])
+def test_all_positions_loss_is_the_mean_of_last_position_losses_over_prefixes(encoder):
+    """The oracle: one pass over windows == every prefix as its own last-position row."""
+    from recsys.models.user_tower import SASRecEncoder, UserTower, gru, lstm
+
+    torch.manual_seed(0)
+    build = {"lstm": lstm, "gru": gru, "sasrec": lambda input_dim: SASRecEncoder(input_dim, max_len=6)}
+    tower = UserTower(build[encoder](input_dim=8), dim=8).eval()
+    table = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)  # item vectors by id
+    windows = [[2, 5, 7, 3, 9, 4], [4, 6, 2], [8, 3]]
+    negatives = torch.tensor([3, 4, 11, 12, 15])
+    width = max(len(w) for w in windows) - 1
+    history = torch.tensor([w[:-1] + [0] * (width - len(w) + 1) for w in windows])
+    targets = torch.tensor([w[1:] + [0] * (width - len(w) + 1) for w in windows])
+    lengths = torch.tensor([len(w) - 1 for w in windows])
+    valid = targets > 0
+    all_pos = all_positions_loss(
+        tower.forward_all(table[history], lengths),
+        table[targets[valid]],
+        targets[valid],
+        table[negatives],
+        negatives,
+        0.1,
+    )
+    prefixes = [(w[:t], w[t]) for w in windows for t in range(1, len(w))]
+    rows = torch.tensor([h + [0] * (width - len(h)) for h, _ in prefixes])
+    last_targets = torch.tensor([t for _, t in prefixes])
+    users = tower(table[rows], torch.tensor([len(h) for h, _ in prefixes]))
+    last = sampled_softmax_loss(
+        users,
+        table[last_targets],
+        last_targets,
+        0.1,
+        negatives=table[negatives],
+        negative_ids=negatives,
+        in_batch_negatives=False,  # other prefixes' targets are not columns of the shared loss
+    )
+    torch.testing.assert_close(all_pos, last, rtol=1e-5, atol=1e-5)

@@ -114,3 +114,18 @@ def test_rnn_length_groups_match_one_full_width_pass(cell):
     torch.testing.assert_close(sliced(seq[:2], lengths[:2]), one(seq[:2], lengths[:2]), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="length_groups"):
         lstm(8, 16, length_groups=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnn_all_position_outputs_are_exact_under_length_slices(cell):
+    """The length-sorted slices give every position the output of one full-width pass."""
+    torch.manual_seed(0)
+    sliced = {"lstm": lstm, "gru": gru}[cell](input_dim=6, hidden_dim=5, length_groups=3)
+    whole = {"lstm": lstm, "gru": gru}[cell](input_dim=6, hidden_dim=5, length_groups=1)
+    whole.load_state_dict(sliced.state_dict())
+    seq, lengths = torch.randn(7, 9, 6), torch.tensor([9, 1, 4, 7, 2, 9, 5])
+    reference, _ = whole.rnn(seq)
+    out = sliced.forward_all(seq, lengths)
+    valid = torch.arange(9)[None, :] < lengths[:, None]
+    torch.testing.assert_close(out[valid], reference[valid])
+    torch.testing.assert_close(sliced(seq, lengths), reference[torch.arange(7), lengths - 1])

@@ -83,6 +83,52 @@ def test_other_user_encoders_train(tmp_path, encoder):
     assert 0.0 <= metrics["retrieval/ndcg@10"] <= 1.0
 
 
+FIT_REPORT = ("precision", "epochs_done", "steps_done", "stopped_by_time", "fit_s")
+
+
+@pytest.mark.parametrize("objective", ["all_positions", "last_position"])
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "sasrec"])
+def test_each_encoder_trains_under_each_objective(tmp_path, encoder, objective):
+    metrics = run(
+        tmp_path,
+        f"model/user_encoder={encoder}",
+        f"model.objective={objective}",
+        "trainer.limit_test_batches=1.0",
+    )
+    assert metrics["steps_done"] == 3 and metrics["epochs_done"] == 1 and metrics["stopped_by_time"] is False
+    assert metrics["precision"] == "32-true"
+    assert 0.0 <= metrics["retrieval/ndcg@10"] <= 1.0 and metrics["retrieval/n_users"] == metrics["n_users"]
+    ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["objective"] == objective
+
+
+def test_objectives_feed_different_training_batches(tmp_path):
+    """all_positions trains on windows (every target once per epoch), last_position on prefix rows."""
+    import hydra
+
+    cfgs = {
+        o: compose_config("train", [f"paths.root_dir={tmp_path}", *TINY, f"model.objective={o}"])
+        for o in ("all_positions", "last_position")
+    }
+    loaded = {}
+    for objective, cfg in cfgs.items():
+        datamodule = hydra.utils.instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        loaded[objective] = datamodule.splits["train"]
+    rows, windows = loaded["last_position"], loaded["all_positions"]
+    assert "targets" in windows[[0]] and "target" in rows[[0]]
+    assert windows.n_targets == len(rows) and len(windows) < len(rows)
+
+
+def test_a_run_cut_short_by_max_time_says_so(tmp_path):
+    with pytest.warns(UserWarning, match="stopped by trainer.max_time"):
+        metrics = run(tmp_path, "trainer.max_time=00:00:00:00", "trainer.max_epochs=5")
+    assert metrics["stopped_by_time"] is True and metrics["epochs_done"] < 5
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["stopped_by_time"] is True and saved["steps_done"] == metrics["steps_done"]
+
+
 def test_same_seed_same_metrics(tmp_path):
     a = run(tmp_path / "a")
     b = run(tmp_path / "b")
@@ -132,7 +178,7 @@ def test_train_without_test_still_returns_the_validation_score(tmp_path):
     from recsys.train import optimized_value
 
     metrics = run(tmp_path, "test=false")
-    assert set(metrics) == {"best_checkpoint", "val_best"} and 0.0 <= metrics["val_best"] <= 1.0
+    assert set(metrics) == {"best_checkpoint", "val_best", *FIT_REPORT} and 0.0 <= metrics["val_best"] <= 1.0
     assert not (tmp_path / "out" / "metrics.json").exists()
     cfg = compose_config("train", ["test=false"])
     assert optimized_value(cfg, metrics) == metrics["val_best"]

@@ -11,6 +11,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from recsys.data.candidates import CandidateSet, build_candidates
 from recsys.data.dataset import PreparedDataset, flatten_lists
+from recsys.data.windows import SequenceWindows, pad_ragged
 from recsys.features.ranker_features import InteractionTimeline, ItemFeatureTables, ItemTransitions
 
 
@@ -52,15 +53,9 @@ class RaggedRows(Dataset):
         starts, ends = self.offsets[idx], self.offsets[idx + 1]
         if self.max_history:
             starts = torch.maximum(starts, ends - self.max_history)
-        lengths = ends - starts
-        width = max(int(lengths.max()), 1) if len(idx) else 1
-        pos = torch.arange(width)
-        mask = pos[None, :] < lengths[:, None]
-        gather = (starts[:, None] + pos[None, :]).clamp(max=max(len(self.values) - 1, 0))
-        history = torch.where(mask, self.values[gather], torch.zeros((), dtype=torch.long))
         return {
-            "history": history,
-            "lengths": lengths,
+            "history": pad_ragged(self.values, starts, ends),
+            "lengths": ends - starts,
             "target": self.targets[idx],
             "user_idx": self.users[idx],
         }
@@ -144,8 +139,15 @@ class _BatchedSplits(L.LightningDataModule):
         return self._loader("test", False, self.eval_batch_size)
 
 
+OBJECTIVES = ("all_positions", "last_position")
+
+
 class SequenceDataModule(_BatchedSplits):
     """Train rows from ``train.parquet``; val/test rows from their files.
+
+    ``objective="all_positions"`` serves training as user-sequence windows (``SequenceWindows``:
+    every train target once per epoch, scored at every position); ``last_position`` as the
+    (history prefix, next item) rows themselves. ``batch_size`` counts windows or rows.
 
     ``prepare_data`` runs the dataset's preparer when the prepared directory is missing or was
     made with another config, so ``train`` works on a fresh checkout.
@@ -162,8 +164,12 @@ class SequenceDataModule(_BatchedSplits):
         seed: int = 42,
         name: str | None = None,
         raw_dir: str | None = None,
+        objective: str = "last_position",
     ):
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective = objective
         self.preparer = preparer
         self.processed_dir = Path(processed_dir)
         self.batch_size = batch_size
@@ -186,7 +192,12 @@ class SequenceDataModule(_BatchedSplits):
             stage or "", ("train", "val", "test")
         )
         for split in needed:
-            if split not in self.splits:
+            if split in self.splits:
+                continue
+            if split == "train" and self.objective == "all_positions":
+                window = self.max_history or self.dataset.manifest["config"]["max_history"]
+                self.splits[split] = SequenceWindows.from_split(self.dataset, split, window)
+            else:
                 self.splits[split] = RaggedRows.from_split(self.dataset, split, self.max_history)
 
 

@@ -225,7 +225,12 @@ class DatasetPreparer:
             "n_interactions": len(s_items),
             "n_rows": {name: table.num_rows for name, table in splits.items()},
             "filter_stats": {**dict(sorted(stats.items())), **dict(sorted(self.source.stats.items()))},
-            "text_embeddings": {"dim": int(emb.shape[1]), **emb_stats},
+            # the resolved precision (text_encoder.precision=auto picks bf16 only where native)
+            "text_embeddings": {
+                "dim": int(emb.shape[1]),
+                "precision": getattr(self.text_encoder, "precision", "fp32"),
+                **emb_stats,
+            },
             "timings": timings,
             "peak_rss_gib_after": peak_rss,
         }

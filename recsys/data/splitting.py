@@ -80,6 +80,15 @@ class GlobalTemporalSplitter:
         return role
 
 
+def ragged_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + n)`` for each (s, n), with no per-row Python."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.arange(offsets[-1], dtype=np.int64)
+    return flat + np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], lengths)
+
+
 def _history_chunk(
     sorted_items: np.ndarray, start: np.ndarray, targets: np.ndarray, max_history: int
 ) -> tuple[pa.Array, np.ndarray]:
@@ -89,8 +98,7 @@ def _history_chunk(
     lengths = (targets - hstart).astype(np.int32)
     offsets = np.zeros(len(targets) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    flat = np.arange(offsets[-1], dtype=np.int64)
-    flat += np.repeat(hstart - offsets[:-1], lengths)
+    flat = ragged_indices(hstart, lengths)
     history = pa.ListArray.from_arrays(
         pa.array(offsets.astype(np.int32)), pa.array(sorted_items[flat].astype(np.int32))
     )

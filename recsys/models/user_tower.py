@@ -42,23 +42,35 @@ class RNNEncoder(nn.Module):
         self.output_dim = hidden_dim
         self.length_groups = length_groups
 
-    def _last_output(self, seq: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(seq)
-        return out[torch.arange(seq.shape[0], device=seq.device), last]
+    def _slices(self, seq: torch.Tensor, lengths: torch.Tensor):
+        """(rows, outputs [rows, width, h]) per length slice, each cut to its longest history."""
+        lengths = lengths.clamp(min=1).long().to(seq.device)
+        groups = max(min(self.length_groups, seq.shape[0]), 1)
+        order = torch.argsort(lengths)
+        slices = [rows for rows in torch.tensor_split(order, groups) if len(rows)]
+        widths = [int(lengths[rows[-1]]) for rows in slices]
+        # neighbouring slices of one width run as one call (all-position windows are mostly full)
+        for width in dict.fromkeys(widths):
+            rows = torch.cat([r for r, w in zip(slices, widths, strict=True) if w == width])
+            yield rows, self.rnn(seq[rows, :width])[0]
 
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         last = (lengths.clamp(min=1) - 1).long().to(seq.device)
-        groups = min(self.length_groups, seq.shape[0])
-        if groups <= 1:
-            return self._last_output(seq[:, : int(last.max()) + 1] if len(last) else seq, last)
-        order = torch.argsort(last)
-        parts = [
-            self._last_output(seq[rows, : int(last[rows[-1]]) + 1], last[rows])
-            for rows in torch.tensor_split(order, groups)
-        ]
-        out = torch.empty(seq.shape[0], self.output_dim, dtype=parts[0].dtype, device=seq.device)
-        out[order] = torch.cat(parts)
-        return out
+        out = None
+        for rows, states in self._slices(seq, lengths):
+            if out is None:
+                out = states.new_empty(seq.shape[0], self.output_dim)
+            out[rows] = states[torch.arange(len(rows), device=seq.device), last[rows]]
+        return out if out is not None else seq.new_empty(0, self.output_dim)
+
+    def forward_all(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, L, h]: the output at every position (positions past a row's length are not meaningful)."""
+        out = None
+        for rows, states in self._slices(seq, lengths):
+            if out is None:
+                out = states.new_zeros(*seq.shape[:2], self.output_dim)
+            out[rows, : states.shape[1]] = states
+        return out if out is not None else seq.new_zeros(*seq.shape[:2], self.output_dim)
 
 
 def lstm(
@@ -74,7 +86,13 @@ def gru(
 
 
 class SASRecEncoder(nn.Module):
-    """Causal self-attention (SASRec) with learned positions; output at each user's last item."""
+    """Causal self-attention (SASRec, Kang & McAuley 2018) with learned positions.
+
+    As in SASRec, item vectors are scaled by sqrt(d) before the positions are added: the item
+    tower's outputs are unit vectors, which unscaled would be drowned by the position table.
+    Right padding is masked as keys, and the causal mask lets position t see items ≤ t only, so
+    ``forward_all`` gives every prefix's output in one pass.
+    """
 
     def __init__(
         self,
@@ -86,6 +104,7 @@ class SASRecEncoder(nn.Module):
     ):
         super().__init__()
         self.positions = nn.Embedding(max_len, input_dim)
+        nn.init.xavier_normal_(self.positions.weight)
         layer = nn.TransformerEncoderLayer(
             input_dim,
             num_heads,
@@ -100,17 +119,20 @@ class SASRecEncoder(nn.Module):
         self.max_len = max_len
         self.output_dim = input_dim
 
-    def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward_all(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, L, d]: the output at every position (padding positions are not meaningful)."""
         length = seq.shape[1]
         if length > self.max_len:
             raise ValueError(f"history of {length} items exceeds SASRec max_len={self.max_len}")
         pos = torch.arange(length, device=seq.device)
-        x = self.dropout(seq + self.positions(pos)[None])
+        x = self.dropout(seq * seq.shape[-1] ** 0.5 + self.positions(pos)[None])
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), diagonal=1)
-        padding = pos[None, :] >= lengths[:, None]
-        out = self.norm(self.encoder(x, mask=causal, src_key_padding_mask=padding))
-        last = (lengths.clamp(min=1) - 1).long()
-        return out[torch.arange(seq.shape[0], device=seq.device), last]
+        padding = pos[None, :] >= lengths.to(seq.device)[:, None]
+        return self.norm(self.encoder(x, mask=causal, src_key_padding_mask=padding))
+
+    def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        last = (lengths.clamp(min=1) - 1).long().to(seq.device)
+        return self.forward_all(seq, lengths)[torch.arange(seq.shape[0], device=seq.device), last]
 
 
 class UserTower(nn.Module):
@@ -128,3 +150,12 @@ class UserTower(nn.Module):
 
     def forward(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(self.encoder(self.dropout(item_vectors), lengths)), dim=-1)
+
+    def forward_all(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[P, dim]: the user vector after every history prefix, for the P valid positions
+        (``arange(L) < lengths``) in row-major order; row p equals ``forward`` on that prefix."""
+        states = self.encoder.forward_all(self.dropout(item_vectors), lengths)
+        valid = (
+            torch.arange(states.shape[1], device=states.device)[None, :] < lengths.to(states.device)[:, None]
+        )
+        return F.normalize(self.proj(states[valid]), dim=-1)

@@ -1,0 +1,102 @@
+"""All-position training windows: each user's train sequence cut into windows of up to
+``max_history + 1`` items that together hold every train target exactly once.
+
+A causal encoder reads window items 0..n-2 and is scored at position t against item t+1, so one
+forward pass learns ``n − 1`` targets instead of one (SASRec's objective). Windows are aligned
+to the end of the sequence: the most recent targets get the longest context, and consecutive
+windows overlap by one item (the input of the first target of the later window).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from recsys.data.dataset import PreparedDataset, flatten_lists
+from recsys.data.splitting import ragged_indices
+
+
+def user_sequences(
+    values: np.ndarray, offsets: np.ndarray, targets: np.ndarray, users: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's train sequence from sliding-window rows: (flat items, offsets, user per sequence).
+
+    Rows of one user are consecutive targets in time order (how ``history_rows`` writes them), so
+    a user's sequence is their first row's history followed by every row's target.
+    """
+    order = np.argsort(users, kind="stable")  # rows of a user keep their (time) order
+    users, targets = users[order], targets[order]
+    row_start, row_end = offsets[:-1][order], offsets[1:][order]
+    first = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, int)
+    n_rows = np.diff(np.r_[first, len(users)])
+    head = row_end[first] - row_start[first]
+    seq_len = head + n_rows
+    seq_offsets = np.zeros(len(first) + 1, dtype=np.int64)
+    np.cumsum(seq_len, out=seq_offsets[1:])
+    items = np.empty(seq_offsets[-1], dtype=np.int64)
+    items[ragged_indices(seq_offsets[:-1], head)] = values[ragged_indices(row_start[first], head)]
+    items[ragged_indices(seq_offsets[:-1] + head, n_rows)] = targets
+    return items, seq_offsets, users[first]
+
+
+def window_bounds(seq_offsets: np.ndarray, max_history: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, sequence) of every window: ends every ``max_history`` targets from the end."""
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    start, length = seq_offsets[:-1], np.diff(seq_offsets)
+    n_windows = np.where(length >= 2, -(-(length - 1) // max_history), 0)  # ceil((n − 1) / H)
+    seq = np.repeat(np.arange(len(length)), n_windows)
+    back = ragged_indices(np.zeros(len(length), dtype=np.int64), n_windows)  # 0 = the last window
+    end = start[seq] + length[seq] - back * max_history
+    begin = np.maximum(start[seq], end - max_history - 1)
+    return begin, end, seq
+
+
+def pad_ragged(values: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """``values[starts[i]:ends[i]]`` as rows right-padded with 0, in one vectorized gather."""
+    lengths = ends - starts
+    width = max(int(lengths.max()), 1) if len(starts) else 1
+    pos = torch.arange(width)
+    gather = (starts[:, None] + pos[None, :]).clamp(max=max(len(values) - 1, 0))
+    return torch.where(pos[None, :] < lengths[:, None], values[gather], torch.zeros((), dtype=torch.long))
+
+
+class SequenceWindows(Dataset):
+    """Batches of windows: ``history`` [B, L] (items 0..n-2), ``targets`` [B, L] (items 1..n-1,
+    0 past each window's end), ``lengths`` [B] and ``user_idx``; indexed by a list of windows."""
+
+    def __init__(self, items: np.ndarray, starts: np.ndarray, ends: np.ndarray, users: np.ndarray):
+        self.items = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        self.starts = torch.from_numpy(np.asarray(starts, dtype=np.int64))
+        self.ends = torch.from_numpy(np.asarray(ends, dtype=np.int64))
+        self.users = torch.from_numpy(np.asarray(users, dtype=np.int64))
+
+    @classmethod
+    def from_split(cls, dataset: PreparedDataset, split: str, max_history: int) -> SequenceWindows:
+        table = dataset.read_split(split, ["user_idx", "history", "target"])
+        values, lengths = flatten_lists(table["history"])
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        items, seq_offsets, seq_users = user_sequences(
+            values.astype(np.int64), offsets, table["target"].to_numpy(), table["user_idx"].to_numpy()
+        )
+        starts, ends, seq = window_bounds(seq_offsets, max_history)
+        return cls(items, starts, ends, seq_users[seq])
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.ends - self.starts - 1).sum())
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, indices) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        starts, ends = self.starts[idx], self.ends[idx]
+        return {
+            "history": pad_ragged(self.items, starts, ends - 1),
+            "targets": pad_ragged(self.items, starts + 1, ends),
+            "lengths": ends - starts - 1,
+            "user_idx": self.users[idx],
+        }

@@ -1,0 +1,51 @@
+"""Building a Lightning Trainer from config, and saying how its fit ended."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+from omegaconf import DictConfig
+
+from recsys.utils.precision import resolve_trainer_precision
+
+log = logging.getLogger(__name__)
+
+fit_report_keys = ("precision", "epochs_done", "steps_done", "stopped_by_time", "fit_s")
+
+
+def instantiate_trainer(cfg: DictConfig, **kwargs: Any):
+    """``hydra.utils.instantiate(cfg.trainer)`` with ``precision=auto`` resolved for this machine."""
+    import hydra
+
+    precision = resolve_trainer_precision(cfg.get("precision"), cfg.get("accelerator"))
+    log.info("trainer precision: %s", precision)
+    return hydra.utils.instantiate(cfg, precision=precision, **kwargs)
+
+
+def fit_report(trainer, fit_seconds: float) -> dict[str, Any]:
+    """Epochs and steps done, the precision used, and whether ``max_time`` cut training short:
+    a run stopped by the clock depends on the machine's speed, so it is flagged loudly."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    by_time = bool(
+        timer is not None and timer._duration is not None and timer.time_elapsed("train") >= timer._duration
+    )
+    values = (
+        str(trainer.precision),
+        int(trainer.current_epoch),
+        int(trainer.global_step),
+        by_time,
+        round(fit_seconds, 1),
+    )
+    report = dict(zip(fit_report_keys, values, strict=True))
+    if by_time:
+        warnings.warn(
+            f"training stopped by trainer.max_time after {report['epochs_done']} epochs / "
+            f"{report['steps_done']} steps (max_epochs={trainer.max_epochs}): the result depends on "
+            "this machine's speed; bound the run by epochs or steps to compare results",
+            stacklevel=2,
+        )
+    return report

@@ -1,0 +1,73 @@
+"""All-position training windows: sequences rebuilt from prefix rows, every target exactly once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.data.windows import SequenceWindows, user_sequences, window_bounds
+
+# user 7: items 10..16 (6 train targets), user 3: items 20, 21 (1 target); rows as history_rows
+# writes them: user-sorted, in time order, history capped at 3
+SEQS = {7: [10, 11, 12, 13, 14, 15, 16], 3: [20, 21]}
+
+
+def _rows(cap: int = 3):
+    values, offsets, targets, users = [], [0], [], []
+    for user in (3, 7):
+        seq = SEQS[user]
+        for t in range(1, len(seq)):
+            values += seq[max(0, t - cap) : t]
+            offsets.append(len(values))
+            targets.append(seq[t])
+            users.append(user)
+    return (np.array(values), np.array(offsets), np.array(targets), np.array(users))
+
+
+def test_user_sequences_rebuild_the_full_train_sequence_from_capped_rows():
+    items, offsets, users = user_sequences(*_rows(cap=3))
+    rebuilt = {int(u): items[offsets[i] : offsets[i + 1]].tolist() for i, u in enumerate(users)}
+    assert rebuilt == SEQS
+
+
+@pytest.mark.parametrize("max_history", [1, 2, 3, 6, 10])
+def test_windows_cover_every_target_exactly_once(max_history):
+    _, offsets, users = user_sequences(*_rows())
+    starts, ends, seq = window_bounds(offsets, max_history)
+    assert np.all(ends - starts <= max_history + 1) and np.all(ends - starts >= 2)
+    covered = []  # (user, position of the target in its sequence)
+    for s, e, q in zip(starts, ends, seq, strict=True):
+        covered += [(int(users[q]), p - offsets[q]) for p in range(s + 1, e)]
+    expected = [(int(u), p) for i, u in enumerate(users) for p in range(1, offsets[i + 1] - offsets[i])]
+    assert sorted(covered) == sorted(expected)
+
+
+def test_the_last_window_of_a_user_ends_at_their_last_item_with_full_context():
+    items, offsets, _ = user_sequences(*_rows())
+    starts, ends, _ = window_bounds(offsets, 4)
+    windows = [items[s:e].tolist() for s, e in zip(starts, ends, strict=True)]
+    assert windows == [[20, 21], [12, 13, 14, 15, 16], [10, 11, 12]]
+
+
+def test_window_batch_shifts_targets_by_one_and_pads_with_zero():
+    items, offsets, users = user_sequences(*_rows())
+    starts, ends, seq = window_bounds(offsets, 4)
+    batch = SequenceWindows(items, starts, ends, users[seq])[[0, 1, 2]]
+    assert batch["history"].tolist() == [[20, 0, 0, 0], [12, 13, 14, 15], [10, 11, 0, 0]]
+    assert batch["targets"].tolist() == [[21, 0, 0, 0], [13, 14, 15, 16], [11, 12, 0, 0]]
+    assert batch["lengths"].tolist() == [1, 4, 2]
+    assert batch["user_idx"].tolist() == [3, 7, 7]
+    valid = torch.arange(4)[None, :] < batch["lengths"][:, None]
+    assert torch.equal(valid, batch["targets"] > 0)
+
+
+def test_windows_from_a_prepared_split_hold_every_train_target(trained):
+    from recsys.data.dataset import PreparedDataset
+
+    dataset = PreparedDataset.load(trained["root"] / "data" / "processed" / "synthetic")
+    windows = SequenceWindows.from_split(dataset, "train", max_history=5)
+    n_rows = dataset.read_split("train", ["target"]).num_rows
+    assert windows.n_targets == n_rows
+    batch = windows[list(range(len(windows)))]
+    assert int((batch["targets"] > 0).sum()) == n_rows
