@@ -40,9 +40,12 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(args.workdir)
     root = f"paths.root_dir={workdir}"
+    # two_tower_full sets MiniLM's precision and processes; another encoder takes neither
+    text = [] if args.text == "minilm" else ["~text_encoder.precision", "~text_encoder.num_processes"]
     common = [
         "experiment=two_tower_full",
         f"text_encoder={args.text}",
+        *text,
         root,
         f"trainer.limit_test_batches={args.test_batches}",
         *args.extra,

@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--retrieval-workdir", default="/tmp/recsys-study-ml100k")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--title", default="ML-100K two-stage study")
     args = parser.parse_args()
     workdir = Path(args.retrieval_workdir)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -105,7 +106,7 @@ def main() -> None:
         )
     lines += ["", "Commands:", ""] + [f"- {r['name']} (seed {r['seed']}): `{r['command']}`" for r in rows]
     lines += [f"- retrieval checkpoints: `{ckpts[s][0]}`" for s in seeds]
-    report("ML-100K two-stage study (issue 4)", "\n".join(lines), record=not args.no_record)
+    report(args.title, "\n".join(lines), record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ import math
 import pytest
 import torch
 
-from recsys.models.losses import all_positions_loss, mask_accidental_hits, sampled_softmax_loss
+from recsys.models.losses import (
+    all_positions_loss,
+    exact_softmax_loss,
+    mask_accidental_hits,
+    sampled_softmax_loss,
+)
 
 L = torch.tensor([[2.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 3, 1], [0, 0, 0, 0]])
 USERS = torch.eye(4)
@@ -213,3 +218,18 @@ def test_all_positions_loss_is_the_mean_of_last_position_losses_over_prefixes(en
         in_batch_negatives=False,  # other prefixes' targets are not columns of the shared loss
     )
     torch.testing.assert_close(all_pos, last, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_softmax_loss_equals_the_masked_shared_column_loss_over_the_catalog():
+    torch.manual_seed(0)
+    user = torch.randn(13, 8, requires_grad=True)
+    catalog = torch.randn(9, 8, requires_grad=True)  # items 2..10 in columns 0..8
+    targets = torch.randint(2, 11, (13,))
+    losses = [
+        exact_softmax_loss(user, targets - 2, catalog, 0.2, chunk_size=4),
+        all_positions_loss(user, catalog[targets - 2], targets, catalog, torch.arange(2, 11), 0.2),
+    ]
+    grads = [torch.autograd.grad(loss, (user, catalog)) for loss in losses]
+    torch.testing.assert_close(losses[0], losses[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

@@ -225,3 +225,11 @@ def test_wandb_logger_runs_offline(tmp_path, monkeypatch):
     run(tmp_path, "logger=wandb")
     assert list((tmp_path / "out" / "wandb").glob("offline-run-*")), "no offline wandb run was written"
     assert (tmp_path / "out" / "csv").is_dir()  # the CSV logger stays on
+
+
+def test_cosine_schedule_decays_to_zero_over_the_step_budget(tmp_path):
+    run(tmp_path, "model.lr_schedule=cosine", "model.lr=0.01", "trainer.max_epochs=2")
+    ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6
+    assert ckpt["lr_schedulers"][0]["T_max"] == 6 and ckpt["lr_schedulers"][0]["last_epoch"] == 6
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -117,10 +117,10 @@ def _summed_loss(
     user: torch.Tensor,
     positive: torch.Tensor,
     positive_ids: torch.Tensor,
+    positive_log_q: torch.Tensor | None,
     shared: torch.Tensor,
     shared_ids: torch.Tensor,
     temperature: float,
-    positive_log_q: torch.Tensor | None,
     shared_log_q: torch.Tensor | None,
     mask_hits: bool,
 ) -> torch.Tensor:
@@ -138,6 +138,26 @@ def _summed_loss(
     return (torch.logaddexp(own, torch.logsumexp(logits, dim=1)) - own).sum()
 
 
+def _summed_exact_loss(user: torch.Tensor, columns: torch.Tensor, catalog: torch.Tensor, temperature: float):
+    return F.cross_entropy((user / temperature).float() @ catalog.float().T, columns, reduction="sum")
+
+
+def _chunked_mean(fn, rows: tuple, fixed: tuple, chunk_size: int | None) -> torch.Tensor:
+    """``fn(*rows, *fixed) / P``, over chunks of ``chunk_size`` rows whose intermediates are
+    recomputed in the backward pass instead of stored: the same value and gradients, with memory
+    bounded by one chunk's logits (P × N floats would be ~0.9 GB at 51K positions × 4,096 columns)."""
+    n = rows[0].shape[0]
+    if n == 0:
+        return rows[0].sum() * 0.0
+    if not chunk_size or n <= chunk_size:
+        return fn(*rows, *fixed) / n
+    total = rows[0].new_zeros((), dtype=torch.float32)
+    for lo in range(0, n, chunk_size):
+        part = [r[lo : lo + chunk_size] if r is not None else None for r in rows]
+        total = total + checkpoint(fn, *part, *fixed, use_reentrant=False)
+    return total / n
+
+
 def all_positions_loss(
     user: torch.Tensor,
     positive: torch.Tensor,
@@ -150,31 +170,23 @@ def all_positions_loss(
     mask_hits: bool = True,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Mean over P positions of the softmax loss above: ``user``/``positive`` [P, d], ``shared`` [N, d].
+    """Mean over P positions of the softmax loss above: ``user``/``positive`` [P, d], ``shared`` [N, d];
+    ``chunk_size`` bounds memory (see ``_chunked_mean``)."""
+    rows = (user, positive, positive_ids, positive_log_q)
+    return _chunked_mean(
+        _summed_loss, rows, (shared, shared_ids, temperature, shared_log_q, mask_hits), chunk_size
+    )
 
-    ``chunk_size`` bounds memory: positions go through in chunks whose logits are recomputed in
-    the backward pass instead of stored (P × N floats would be ~0.9 GB at 51K positions × 4,096
-    columns); the result and gradients are the same.
-    """
-    n = user.shape[0]
-    if n == 0:
-        return user.sum() * 0.0
-    fixed = (shared, shared_ids, temperature)
-    if not chunk_size or n <= chunk_size:
-        return _summed_loss(user, positive, positive_ids, *fixed, positive_log_q, shared_log_q, mask_hits) / n
-    total = user.new_zeros((), dtype=torch.float32)
-    for lo in range(0, n, chunk_size):
-        part = slice(lo, lo + chunk_size)
-        pos_lq = positive_log_q[part] if positive_log_q is not None else None
-        total = total + checkpoint(
-            _summed_loss,
-            user[part],
-            positive[part],
-            positive_ids[part],
-            *fixed,
-            pos_lq,
-            shared_log_q,
-            mask_hits,
-            use_reentrant=False,
-        )
-    return total / n
+
+def exact_softmax_loss(
+    user: torch.Tensor,
+    target_columns: torch.Tensor,
+    catalog: torch.Tensor,
+    temperature: float,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``all_positions_loss`` when the shared columns are the whole catalog, each item once:
+    row p's positive is then catalog column ``target_columns[p]`` and the only accidental hit, so
+    the masked [own | catalog] softmax is plain cross-entropy over the catalog (no mask, no own
+    column: ~30% of an ML-100K training step less)."""
+    return _chunked_mean(_summed_exact_loss, (user, target_columns), (catalog, temperature), chunk_size)

@@ -15,11 +15,12 @@ from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, item_arrays
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.retrieval import SeenItems, rank_full_catalog, rank_static_scores, static_order
 from recsys.models.item_tower import ItemTower
-from recsys.models.losses import LOGQ_MODES, all_positions_loss, sampled_softmax_loss
+from recsys.models.losses import LOGQ_MODES, all_positions_loss, exact_softmax_loss, sampled_softmax_loss
 from recsys.models.optim import DenseSparseAdam, clip_grad_norm
 from recsys.models.user_tower import UserTower
 
 DEFAULT_KS = (10, 20, 50, 100, 500, 1000, 1500, 2000)
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 class TwoTowerModule(L.LightningModule):
@@ -52,6 +53,7 @@ class TwoTowerModule(L.LightningModule):
         compile: bool = False,
         sparse_embeddings: bool = False,
         objective: str = "last_position",
+        lr_schedule: str = "plateau",
         batch_target_negatives: bool = True,
         loss_chunk_size: int | None = 8192,
     ):
@@ -66,6 +68,8 @@ class TwoTowerModule(L.LightningModule):
             raise ValueError(
                 f"negative_sampling must be 'uniform' or 'popularity', got {negative_sampling!r}"
             )
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         super().__init__()
@@ -184,22 +188,35 @@ class TwoTowerModule(L.LightningModule):
         vectors = self.item_tower(unique)[inverse]
         n_hist, n_pos = history.numel(), target_ids.shape[0]
         user = self.user_tower.forward_all(vectors[:n_hist].view(*history.shape, -1), lengths)
+        if hp.num_global_negatives < 0:  # the whole catalog, item i in column i − 2
+            loss = exact_softmax_loss(
+                user,
+                target_ids - FIRST_ITEM_IDX,
+                vectors[n_hist + n_pos :],
+                hp.temperature,
+                hp.loss_chunk_size,
+            )
+        else:
+            loss = self._shared_columns_loss(user, vectors, n_hist, target_ids, negatives, batch_ids)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_pos)
+        self.log("train/negative_pool", float(len(shared_ids)), batch_size=n_pos)
+        return loss
+
+    def _shared_columns_loss(self, user, vectors, n_hist, target_ids, negatives, batch_ids) -> torch.Tensor:
+        hp, n_pos = self.hparams, target_ids.shape[0]
         pos_log_q, shared_log_q = self._shared_log_q(target_ids, negatives, batch_ids, n_pos)
-        loss = all_positions_loss(
+        return all_positions_loss(
             user,
             vectors[n_hist : n_hist + n_pos],
             target_ids,
             vectors[n_hist + n_pos :],
-            shared_ids,
+            torch.cat([negatives, batch_ids]),
             hp.temperature,
             positive_log_q=pos_log_q,
             shared_log_q=shared_log_q,
             mask_hits=True,  # the target among the shared columns is never its own negative
             chunk_size=hp.loss_chunk_size,
         )
-        self.log("train/loss", loss, prog_bar=True, batch_size=n_pos)
-        self.log("train/negative_pool", float(len(shared_ids)), batch_size=n_pos)
-        return loss
 
     def _shared_log_q(
         self, target_ids: torch.Tensor, negatives: torch.Tensor, batch_ids: torch.Tensor, n_positions: int
@@ -357,6 +374,12 @@ class TwoTowerModule(L.LightningModule):
             optimizer = DenseSparseAdam(dense, [table], lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "cosine":
+            # a fixed decay to 0 over the run's step budget: with a noisy validation metric a
+            # plateau rule halves the rate on noise, and the end of the run is a low-rate polish
+            steps = max(int(self.trainer.estimated_stepping_batches), 1)
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=hp.lr_factor, patience=hp.lr_patience
         )
