@@ -44,14 +44,17 @@ def main() -> None:
     text = [] if args.text == "minilm" else ["~text_encoder.precision", "~text_encoder.num_processes"]
     common = [
         "experiment=two_tower_full",
+        "trainer.max_steps=-1",  # one whole epoch for all_positions; last_position is cut by the clock
         f"text_encoder={args.text}",
         *text,
         root,
-        f"trainer.limit_test_batches={args.test_batches}",
+        f"+trainer.limit_test_batches={args.test_batches}",
         *args.extra,
     ]
     runs = {}
-    all_pos, wall, command = run_train(common, workdir / "all_positions", REPO)
+    all_pos, wall, command = run_train(
+        [*common, "model.objective=all_positions", "data.batch_size=256"], workdir / "all_positions", REPO
+    )
     runs["all_positions"] = (all_pos, wall, command)  # prepares the dataset first when missing
     manifest = json.loads((workdir / "data" / "processed" / "synthetic_full" / "manifest.json").read_text())
     budget = round(all_pos["fit_s"])
