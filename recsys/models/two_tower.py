@@ -202,7 +202,16 @@ class TwoTowerModule(L.LightningModule):
         self.log("train/negative_pool", float(len(shared_ids)), batch_size=n_pos)
         return loss
 
-    def _shared_columns_loss(self, user, vectors, n_hist, target_ids, negatives, batch_ids) -> torch.Tensor:
+    def _shared_columns_loss(
+        self,
+        user: torch.Tensor,
+        vectors: torch.Tensor,
+        n_hist: int,
+        target_ids: torch.Tensor,
+        negatives: torch.Tensor,
+        batch_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Sampled negatives (+ the batch's distinct targets) shared by every position, with logQ."""
         hp, n_pos = self.hparams, target_ids.shape[0]
         pos_log_q, shared_log_q = self._shared_log_q(target_ids, negatives, batch_ids, n_pos)
         return all_positions_loss(
