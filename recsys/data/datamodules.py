@@ -11,6 +11,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from recsys.data.candidates import CandidateSet, build_candidates
 from recsys.data.dataset import PreparedDataset, flatten_lists
+from recsys.data.splitting import offsets_from_lengths
 from recsys.data.windows import SequenceWindows, pad_ragged
 from recsys.features.ranker_features import InteractionTimeline, ItemFeatureTables, ItemTransitions
 
@@ -41,9 +42,13 @@ class RaggedRows(Dataset):
     def from_split(cls, dataset: PreparedDataset, split: str, max_history: int | None = None) -> RaggedRows:
         table = dataset.read_split(split, ["user_idx", "history", "target"])
         values, lengths = flatten_lists(table["history"])
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return cls(values, offsets, table["target"].to_numpy(), table["user_idx"].to_numpy(), max_history)
+        return cls(
+            values,
+            offsets_from_lengths(lengths),
+            table["target"].to_numpy(),
+            table["user_idx"].to_numpy(),
+            max_history,
+        )
 
     def __len__(self) -> int:
         return len(self.targets)

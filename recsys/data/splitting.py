@@ -80,11 +80,17 @@ class GlobalTemporalSplitter:
         return role
 
 
+def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
+    """[0, l0, l0 + l1, …]: where each ragged row starts in the flat values (int64, n + 1 entries)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 def ragged_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + n)`` for each (s, n), with no per-row Python."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = offsets_from_lengths(lengths)
     flat = np.arange(offsets[-1], dtype=np.int64)
     return flat + np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], lengths)
 
@@ -96,8 +102,7 @@ def _history_chunk(
     keep = targets > hstart
     targets, hstart = targets[keep], hstart[keep]
     lengths = (targets - hstart).astype(np.int32)
-    offsets = np.zeros(len(targets) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = offsets_from_lengths(lengths)
     flat = ragged_indices(hstart, lengths)
     history = pa.ListArray.from_arrays(
         pa.array(offsets.astype(np.int32)), pa.array(sorted_items[flat].astype(np.int32))

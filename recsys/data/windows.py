@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from recsys.data.dataset import PreparedDataset, flatten_lists
-from recsys.data.splitting import ragged_indices
+from recsys.data.splitting import offsets_from_lengths, ragged_indices
 
 
 def user_sequences(
@@ -31,9 +31,7 @@ def user_sequences(
     first = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, int)
     n_rows = np.diff(np.r_[first, len(users)])
     head = row_end[first] - row_start[first]
-    seq_len = head + n_rows
-    seq_offsets = np.zeros(len(first) + 1, dtype=np.int64)
-    np.cumsum(seq_len, out=seq_offsets[1:])
+    seq_offsets = offsets_from_lengths(head + n_rows)
     items = np.empty(seq_offsets[-1], dtype=np.int64)
     items[ragged_indices(seq_offsets[:-1], head)] = values[ragged_indices(row_start[first], head)]
     items[ragged_indices(seq_offsets[:-1] + head, n_rows)] = targets
@@ -76,10 +74,11 @@ class SequenceWindows(Dataset):
     def from_split(cls, dataset: PreparedDataset, split: str, max_history: int) -> SequenceWindows:
         table = dataset.read_split(split, ["user_idx", "history", "target"])
         values, lengths = flatten_lists(table["history"])
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
         items, seq_offsets, seq_users = user_sequences(
-            values.astype(np.int64), offsets, table["target"].to_numpy(), table["user_idx"].to_numpy()
+            values.astype(np.int64),
+            offsets_from_lengths(lengths),
+            table["target"].to_numpy(),
+            table["user_idx"].to_numpy(),
         )
         starts, ends, seq = window_bounds(seq_offsets, max_history)
         return cls(items, starts, ends, seq_users[seq])

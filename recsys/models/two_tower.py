@@ -197,7 +197,9 @@ class TwoTowerModule(L.LightningModule):
                 hp.loss_chunk_size,
             )
         else:
-            loss = self._shared_columns_loss(user, vectors, n_hist, target_ids, negatives, batch_ids)
+            loss = self._shared_columns_loss(
+                user, vectors, n_hist, target_ids, negatives, batch_ids, shared_ids
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=n_pos)
         self.log("train/negative_pool", float(len(shared_ids)), batch_size=n_pos)
         return loss
@@ -210,8 +212,10 @@ class TwoTowerModule(L.LightningModule):
         target_ids: torch.Tensor,
         negatives: torch.Tensor,
         batch_ids: torch.Tensor,
+        shared_ids: torch.Tensor,
     ) -> torch.Tensor:
-        """Sampled negatives (+ the batch's distinct targets) shared by every position, with logQ."""
+        """Sampled negatives (+ the batch's distinct targets: ``shared_ids``) shared by every position,
+        with logQ."""
         hp, n_pos = self.hparams, target_ids.shape[0]
         pos_log_q, shared_log_q = self._shared_log_q(target_ids, negatives, batch_ids, n_pos)
         return all_positions_loss(
@@ -219,7 +223,7 @@ class TwoTowerModule(L.LightningModule):
             vectors[n_hist : n_hist + n_pos],
             target_ids,
             vectors[n_hist + n_pos :],
-            torch.cat([negatives, batch_ids]),
+            shared_ids,
             hp.temperature,
             positive_log_q=pos_log_q,
             shared_log_q=shared_log_q,

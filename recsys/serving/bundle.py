@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists
+from recsys.data.splitting import offsets_from_lengths
 from recsys.evaluation.retrieval import SeenItems
 from recsys.features.ranker_features import InteractionTimeline, ItemTransitions
 from recsys.index.faiss_index import ItemIndex
@@ -73,7 +74,7 @@ def user_histories(dataset: PreparedDataset, max_history: int) -> pd.DataFrame:
     test = dataset.read_split("test", ["user_id", "user_idx", "history", "target", "timestamp"])
     values, lengths = flatten_lists(test["history"])
     users = test["user_idx"].to_numpy()
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    offsets = offsets_from_lengths(lengths)
     # the full sequence = history + test target; keep the last max_history of it
     seq_users = np.concatenate([np.repeat(users, lengths), users])
     seq_items = np.concatenate([values, test["target"].to_numpy()])

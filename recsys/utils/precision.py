@@ -43,9 +43,7 @@ def resolve_trainer_precision(precision: str | int | None, accelerator: str | No
     device = _accelerator_device(accelerator)
     value = "auto" if precision is None else str(precision)
     if value == "auto":
-        resolved = "bf16-mixed" if native_bf16(device) else "32"
-        log.info("trainer.precision=auto resolved to %s on %s", resolved, device)
-        return resolved
+        return "bf16-mixed" if native_bf16(device) else "32"  # logged by instantiate_trainer
     if value in TRAINER_BF16 and not native_bf16(device):
         warnings.warn(
             f"trainer.precision={value} on a {device} without native bf16: bf16 matmuls run many times "

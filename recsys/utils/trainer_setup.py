@@ -20,7 +20,7 @@ def instantiate_trainer(cfg: DictConfig, **kwargs: Any):
     import hydra
 
     precision = resolve_trainer_precision(cfg.get("precision"), cfg.get("accelerator"))
-    log.info("trainer precision: %s", precision)
+    log.info("trainer precision: %s (configured %s)", precision, cfg.get("precision"))
     return hydra.utils.instantiate(cfg, precision=precision, **kwargs)
 
 
@@ -30,9 +30,8 @@ def fit_report(trainer, fit_seconds: float) -> dict[str, Any]:
     from lightning.pytorch.callbacks import Timer
 
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-    by_time = bool(
-        timer is not None and timer._duration is not None and timer.time_elapsed("train") >= timer._duration
-    )
+    remaining = timer.time_remaining("train") if timer is not None else None  # None: no max_time
+    by_time = remaining is not None and remaining <= 0
     values = (
         str(trainer.precision),
         int(trainer.current_epoch),
