@@ -168,3 +168,16 @@ def test_static_scores_rank_like_the_full_catalog_pass():
     assert torch.equal(scores[fast.topk], scores[full.topk])
     seen = set(zip(rows.tolist(), items.tolist(), strict=True))
     assert not any((r, int(i)) in seen for r in range(batch) for i in fast.topk[r])
+
+
+def test_text_content_scores_hand_computed():
+    from recsys.evaluation.baselines import text_content_scores
+
+    text = torch.tensor([[0.0, 0.0], [0.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])  # rows 0/1: pad/cold
+    history = torch.tensor([[2, 3], [4, 0]])
+    lengths = torch.tensor([2, 1])
+    scores = text_content_scores(history, lengths, text)(torch.tensor([2, 3, 4]))
+    r = 0.5**0.5  # user 0's profile is mean((1, 0), (0, 1)) normalized = (r, r); user 1's is (r, r)
+    torch.testing.assert_close(scores, torch.tensor([[r, r, 1.0], [r, r, 1.0]]))
+    scores = text_content_scores(torch.tensor([[3, 4]]), torch.tensor([1]), text)(torch.tensor([2, 3]))
+    torch.testing.assert_close(scores, torch.tensor([[0.0, 1.0]]))  # padding beyond the length is ignored

@@ -143,3 +143,31 @@ def test_showcase_prints_titles_and_recommendations(tiny_bundle):
     for user in shown:
         assert len(user["recommendations"]["items"]) == 10 and len(user["history"]) == 5
         assert user["recommendations"]["items"][0]["title"] in text
+
+
+def test_new_item_reaches_the_user_its_text_fits(tiny_bundle, trained):
+    """Hand-built cold start: a new item whose text is that of a catalog item C the model never
+    trained on (C's ID row is the cold row, so only its text speaks) must be recommended where C
+    is: same retrieval score, same ranker features, so next to C in the same user's list."""
+    from recsys.data.dataset import PreparedDataset
+
+    ckpt = torch.load(trained["retrieval"], weights_only=True)
+    items = PreparedDataset.load(ckpt["hyper_parameters"]["dataset_dir"]).items.set_index("item_id")
+    graph = InferenceGraph.from_bundle(tiny_bundle, max_top_k=100)
+    cold = set(items.index[~items["is_warm"]].astype(str))
+    found = None
+    for user_id in graph.bundle.users["user_id"]:
+        ranked = [x["item_id"] for x in graph.recommend(user_id=user_id, top_k=100)["items"]]
+        hits = [i for i in ranked if i in cold]
+        if hits:
+            found = (user_id, hits[0], ranked.index(hits[0]))
+            break
+    assert found is not None, "no user of the tiny bundle has a cold item among its top 100"
+    user_id, twin, rank = found
+    graph.add_items(["NEW-TWIN"], ["A new release"], [items.loc[twin, "text"]])
+    new_idx = int(graph.to_item_idx(["NEW-TWIN"])[0][0])
+    twin_idx = int(graph.to_item_idx([twin])[0][0])
+    torch.testing.assert_close(graph.embeddings[new_idx], graph.embeddings[twin_idx], atol=1e-5, rtol=0)
+    after = [x["item_id"] for x in graph.recommend(user_id=user_id, top_k=100)["items"]]
+    assert "NEW-TWIN" in after and abs(after.index("NEW-TWIN") - after.index(twin)) == 1
+    assert after.index("NEW-TWIN") <= rank + 1

@@ -233,3 +233,27 @@ def test_cosine_schedule_decays_to_zero_over_the_step_budget(tmp_path):
     assert ckpt["global_step"] == 6
     assert ckpt["lr_schedulers"][0]["T_max"] == 6 and ckpt["lr_schedulers"][0]["last_epoch"] == 6
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ema_weights_are_what_validation_selects_and_test_reports(tmp_path):
+    """With the EMA callback, checkpoints hold the averaged weights, and the run's test scores
+    them (Lightning's callback alone would restore the raw weights when testing ckpt_path=best)."""
+    from recsys.evaluate import evaluate
+
+    ema = ["+callbacks.ema._target_=recsys.utils.weight_averaging.EMAWeights", "+callbacks.ema.decay=0.5"]
+    trained = run(tmp_path, *ema, "trainer.max_epochs=2")
+    ckpt = torch.load(trained["best_checkpoint"], weights_only=True)
+    raw, averaged = ckpt["current_model_state"], ckpt["state_dict"]
+    assert any(not torch.equal(raw[k], averaged[k]) for k in averaged if averaged[k].is_floating_point())
+    cfg = compose_config(
+        "evaluate",
+        [
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={tmp_path}/eval",
+            *[o for o in TINY if not o.startswith("~callbacks")],
+            f"ckpt_path={trained['best_checkpoint']}",
+        ],
+    )
+    evaluated = evaluate(cfg)  # loads the checkpoint's state_dict: the averaged weights
+    keys = [k for k in trained if k.startswith("retrieval")]
+    assert {k: evaluated[k] for k in keys} == pytest.approx({k: trained[k] for k in keys})

@@ -15,11 +15,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from recsys.data.cold_items import ColdItemHoldout
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
 from recsys.data.filtering import InteractionFilters, apply_pair_filters
 from recsys.data.sources.base import InteractionSource
 from recsys.data.sources.jsonl import DataFormatError
-from recsys.data.splitting import TEST, TRAIN, VAL, LeaveOneOutSplitter, history_rows, sequence_order
+from recsys.data.splitting import (
+    HISTORY_ONLY,
+    TEST,
+    TRAIN,
+    VAL,
+    LeaveOneOutSplitter,
+    history_rows,
+    sequence_order,
+)
 from recsys.features.text_embeddings import TextEncoder, embed_texts
 from recsys.utils.artifacts import ManifestError, read_manifest
 
@@ -89,6 +98,7 @@ class DatasetPreparer:
         max_history: int = 100,
         embedding_cache_dir: str | None = None,
         progress: bool = True,
+        cold_items: ColdItemHoldout | None = None,
     ):
         self.source = source
         self.processed_dir = Path(processed_dir)
@@ -98,6 +108,7 @@ class DatasetPreparer:
         self.max_history = max_history
         self.embedding_cache_dir = embedding_cache_dir
         self.progress = progress
+        self.cold_items = cold_items
 
     def config(self) -> dict[str, Any]:
         return {
@@ -106,6 +117,7 @@ class DatasetPreparer:
             "split": _describe(self.splitter),
             "text_encoder": {"type": type(self.text_encoder).__name__, "key": self.text_encoder.cache_key},
             "max_history": self.max_history,
+            **({"cold_items": _describe(self.cold_items)} if self.cold_items is not None else {}),
         }
 
     def fingerprint(self) -> str:
@@ -186,9 +198,16 @@ class DatasetPreparer:
         order = sequence_order(user_idx, timestamps)
         s_users, s_items, s_ts = user_idx[order], item_codes[order], timestamps[order]
         role = self.splitter.assign(s_users, s_ts)
+        # rows that may build training rows (all, unless a cold-item holdout keeps some items out)
+        trainable = (
+            self.cold_items.training_mask(s_items, role, stats)
+            if self.cold_items is not None
+            else np.ones(len(role), dtype=bool)
+        )
+        train_role = np.where(trainable, role, HISTORY_ONLY)  # what the catalog's train counts see
         lap("filter_and_split")
 
-        items = self._catalog(item_ids, s_items, role, stats)
+        items = self._catalog(item_ids, s_items, train_role, stats)
         lap("read_items")
         code_to_idx = np.full(len(item_ids), -1, dtype=np.int64)
         position = pd.Index(item_ids).get_indexer(items["item_id"].to_numpy())
@@ -198,7 +217,14 @@ class DatasetPreparer:
 
         splits = {}
         for name, label in (("train", TRAIN), ("val", VAL), ("test", TEST)):
-            columns = history_rows(s_users, s_items, s_ts, np.flatnonzero(role == label), self.max_history)
+            rows = trainable if label == TRAIN else slice(None)  # held-out items never feed training
+            columns = history_rows(
+                s_users[rows],
+                s_items[rows],
+                s_ts[rows],
+                np.flatnonzero(role[rows] == label),
+                self.max_history,
+            )
             columns["user_id"] = pa.chunked_array(
                 [pa.array(user_ids[chunk.to_numpy()].astype(str)) for chunk in columns["user_idx"].chunks],
                 type=pa.string(),

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.data.datamodules import OBJECTIVES
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, item_arrays
+from recsys.evaluation.baselines import text_content_scores
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.retrieval import SeenItems, rank_full_catalog, rank_static_scores, static_order
 from recsys.models.item_tower import ItemTower
@@ -21,6 +22,18 @@ from recsys.models.user_tower import UserTower
 
 DEFAULT_KS = (10, 20, 50, 100, 500, 1000, 1500, 2000)
 LR_SCHEDULES = ("plateau", "cosine")
+NEGATIVE_POOLS = ("catalog", "trained")
+
+
+def negative_pool_mask(is_warm: np.ndarray, pool: str) -> np.ndarray:
+    """Which item_idx rows may be negatives. ``trained``: only items that are some training
+    target. An item that never is one (every future cold item) would otherwise be a negative in
+    every step and never a positive, always in its text-only form: training would learn to push
+    exactly the text-only vectors of new items down (measured in experiments/RESULTS.md, issue 15).
+    """
+    mask = np.zeros(len(is_warm), dtype=bool)
+    mask[FIRST_ITEM_IDX:] = True if pool == "catalog" else np.asarray(is_warm[FIRST_ITEM_IDX:], dtype=bool)
+    return mask
 
 
 class TwoTowerModule(L.LightningModule):
@@ -56,6 +69,8 @@ class TwoTowerModule(L.LightningModule):
         lr_schedule: str = "plateau",
         batch_target_negatives: bool = True,
         loss_chunk_size: int | None = 8192,
+        negative_pool: str = "catalog",
+        text_baseline: bool = False,
     ):
         if isinstance(user_encoder, DictConfig):
             user_encoder = OmegaConf.to_container(user_encoder, resolve=True)
@@ -70,6 +85,8 @@ class TwoTowerModule(L.LightningModule):
             )
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if negative_pool not in NEGATIVE_POOLS:
+            raise ValueError(f"negative_pool must be one of {NEGATIVE_POOLS}, got {negative_pool!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         super().__init__()
@@ -101,11 +118,19 @@ class TwoTowerModule(L.LightningModule):
         # in-batch positives follow the training-target distribution
         target_p = counts.clamp(min=1) / counts[FIRST_ITEM_IDX:].clamp(min=1).sum()
         self.register_buffer("log_target_p", torch.log(target_p).float(), persistent=False)
+        in_pool = negative_pool_mask(arrays["is_warm"], negative_pool)
         weights = torch.zeros_like(counts)
         weights[FIRST_ITEM_IDX:] = (
             1.0 if negative_sampling == "uniform" else (counts[FIRST_ITEM_IDX:] + 1) ** 0.75
         )
+        weights = weights * torch.as_tensor(in_pool, dtype=weights.dtype)
         self.register_buffer("negative_p", (weights / weights.sum()).float(), persistent=False)
+        # num_global_negatives=-1: the whole pool as columns; item -> its column (-1 outside)
+        pool_ids = torch.as_tensor(np.flatnonzero(in_pool), dtype=torch.long)
+        column = torch.full((len(in_pool),), -1, dtype=torch.long)
+        column[pool_ids] = torch.arange(len(pool_ids))
+        self.register_buffer("pool_ids", pool_ids, persistent=False)
+        self.register_buffer("pool_column", column, persistent=False)
         self._dataset = dataset
         self._seen: dict[str, SeenItems] = {}
         self._catalog: torch.Tensor | None = None
@@ -117,6 +142,8 @@ class TwoTowerModule(L.LightningModule):
         list_args = (test_ks, self.n_items, arrays["is_warm"], arrays["train_count"], text)
         self.test_metrics = FullCatalogRetrievalMetrics(*list_args)  # shares `text`, no copy
         self.popularity_metrics = FullCatalogRetrievalMetrics(*list_args)
+        # text_baseline: a model-free content scorer ranked like the model (cold-start reference)
+        self.content_metrics = FullCatalogRetrievalMetrics(*list_args) if text_baseline else None
         self.test_results: dict[str, float] = {}
         self.test_details: dict[str, dict] = {}
 
@@ -142,8 +169,8 @@ class TwoTowerModule(L.LightningModule):
     # ----------------------------------------------------------------- training
     def sample_negatives(self) -> torch.Tensor:
         n = self.hparams.num_global_negatives
-        if n < 0:  # the whole catalog: an exact softmax
-            return torch.arange(FIRST_ITEM_IDX, self.n_items + FIRST_ITEM_IDX, device=self.device)
+        if n < 0:  # the whole pool (the catalog, or its trained items): an exact softmax over it
+            return self.pool_ids
         if n == 0:
             return torch.zeros(0, dtype=torch.long, device=self.device)
         if self._negative_rng is None:
@@ -188,10 +215,10 @@ class TwoTowerModule(L.LightningModule):
         vectors = self.item_tower(unique)[inverse]
         n_hist, n_pos = history.numel(), target_ids.shape[0]
         user = self.user_tower.forward_all(vectors[:n_hist].view(*history.shape, -1), lengths)
-        if hp.num_global_negatives < 0:  # the whole catalog, item i in column i − 2
+        if hp.num_global_negatives < 0:  # the whole pool, item i in column pool_column[i]
             loss = exact_softmax_loss(
                 user,
-                target_ids - FIRST_ITEM_IDX,
+                self.pool_column[target_ids],
                 vectors[n_hist + n_pos :],
                 hp.temperature,
                 hp.loss_chunk_size,
@@ -358,13 +385,25 @@ class TwoTowerModule(L.LightningModule):
             self._popularity_order = static_order(popularity)
         pop = rank_static_scores(popularity, batch["target"], *seen, k_max, self._popularity_order)
         self.popularity_metrics.update(pop.ranks, batch["target"], pop.topk)
+        if self.content_metrics is not None:
+            scores = text_content_scores(batch["history"], batch["lengths"], self.item_tower.text)
+            content = self._rank(scores, batch, seen, k_max)
+            self.content_metrics.update(content.ranks, batch["target"], content.topk)
 
     def on_test_epoch_end(self) -> None:
         results: dict[str, float] = {}
         for segment, values in self.test_metrics.compute().items():
             prefix = "retrieval" if segment == "all" else f"retrieval_{segment}"
             results.update({f"{prefix}/{k}": v for k, v in values.items()})
-        results.update({f"popularity/{k}": v for k, v in self.popularity_metrics.compute()["all"].items()})
+        baselines = {"popularity": self.popularity_metrics, "text_content": self.content_metrics}
+        for name, metric in baselines.items():
+            if metric is None:
+                continue
+            for segment, values in metric.compute().items():
+                prefix = name if segment == "all" else f"{name}_{segment}"
+                results.update({f"{prefix}/{k}": v for k, v in values.items()})
+        if self.content_metrics is not None:
+            self.content_metrics.reset()
         # for plots (recsys.evaluate): rank curves up to K=1000 and what lands in top-10 lists
         self.test_details = {
             "retrieval": self.test_metrics.snapshot(),

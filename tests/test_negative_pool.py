@@ -1,0 +1,55 @@
+"""Negative pool membership: with `negative_pool=trained`, items that are never a training target
+(every future cold item) are never negatives (issue 15); `catalog` keeps every item."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recsys.data.dataset import FIRST_ITEM_IDX, item_arrays
+from recsys.models.two_tower import TwoTowerModule
+from tests.test_prepare import _prepare
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return _prepare(tmp_path_factory.mktemp("pool"), "synthetic")
+
+
+def _model(dataset, pool: str, n_negatives: int) -> TwoTowerModule:
+    torch.manual_seed(0)
+    return TwoTowerModule(
+        str(dataset.path), dim=16, num_global_negatives=n_negatives, negative_pool=pool, objective="all_positions"
+    )
+
+
+def test_pool_members(dataset):
+    warm = item_arrays(dataset)["is_warm"]
+    assert 0 < (~warm[FIRST_ITEM_IDX:]).sum() < dataset.n_items  # the synthetic catalog has cold items
+    trained = _model(dataset, "trained", -1)
+    np.testing.assert_array_equal(trained.sample_negatives().numpy(), np.flatnonzero(warm))
+    catalog = _model(dataset, "catalog", -1)
+    np.testing.assert_array_equal(catalog.sample_negatives().numpy(), np.arange(2, dataset.n_items + 2))
+    sampled = _model(dataset, "trained", 20_000).sample_negatives().numpy()
+    assert warm[sampled].all()
+    assert not warm[_model(dataset, "catalog", 20_000).sample_negatives().numpy()].all()
+    with pytest.raises(ValueError, match="negative_pool"):
+        _model(dataset, "warm-ish", -1)
+
+
+@pytest.mark.parametrize("pool", ["trained", "catalog"])
+def test_exact_softmax_runs_over_the_pool_only(dataset, pool):
+    model = _model(dataset, pool, -1).eval()  # no dropout: the step is deterministic
+    warm = torch.as_tensor(item_arrays(dataset)["is_warm"])
+    ids = torch.nonzero(warm).flatten()[:7]  # a window of trained items: 6 positions
+    batch = {"history": ids[None, :-1], "targets": ids[None, 1:], "lengths": torch.tensor([6])}
+    with torch.no_grad():
+        loss = model._all_positions_step(batch)
+        user = model.user_tower.forward_all(model.item_tower(batch["history"]), batch["lengths"])
+        pool_ids = torch.nonzero(warm).flatten() if pool == "trained" else torch.arange(2, model.n_items + 2)
+        logits = user @ model.item_tower(pool_ids).T / model.hparams.temperature
+        columns = torch.searchsorted(pool_ids, batch["targets"][0])
+        expected = F.cross_entropy(logits, columns)
+    torch.testing.assert_close(loss, expected)
