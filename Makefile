@@ -31,9 +31,10 @@ test: ensure-installed ## Run the test suite (tiny data; ML-100K tests skip when
 test-fast: ensure-installed ## Run the tests not marked slow
 	$(PYTHON) -m pytest -q -m "not slow" $(ARGS)
 
-lint: ## Ruff lint + format check
+lint: ## Ruff lint + format check + the import contracts (pyproject.toml [tool.importlinter])
 	$(PYTHON) -m ruff check recsys tests experiments
 	$(PYTHON) -m ruff format --check recsys tests experiments
+	lint-imports
 
 format: ## Ruff autofix + format
 	$(PYTHON) -m ruff check --fix recsys tests experiments

@@ -22,10 +22,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments._measure import report
+from recsys.candidates.settings import CandidateSettings
 from recsys.data.datamodules import RaggedRows
 from recsys.index.faiss_index import FlatIndex, HNSWIndex, ItemIndex, IVFIndex
-from recsys.models.two_tower import TwoTowerModule
-from recsys.serving.bundle import write_bundle
+from recsys.models.exported_nets import exported_nets
+from recsys.models.two_tower_module import TwoTowerModule
+from recsys.serving.bundle_writer import BundleParts, write_bundle
 
 
 def peak_rss_gib() -> float:
@@ -75,7 +77,8 @@ def main() -> None:
         faiss.omp_set_num_threads(args.build_threads)
         out = Path(args.bundle_dir)
         t0 = time.perf_counter()
-        manifest = write_bundle(out, model, HNSWIndex(d))
+        parts = BundleParts(**exported_nets(args.ckpt), settings=CandidateSettings())
+        manifest = write_bundle(out, parts, HNSWIndex(d))
         export_s = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in out.iterdir()) / 2**30
         prebuilt["hnsw"] = (ItemIndex.load(out / "index.faiss"), manifest["timings"]["index_build"])

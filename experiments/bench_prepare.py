@@ -40,7 +40,7 @@ def _full_generator_config() -> dict:
 
 
 def stage_generate(raw_dir: str, generator: dict) -> dict:
-    from recsys.data.sources.synthetic import SyntheticConfig, generate
+    from recsys.data.sources.synthetic_generator import SyntheticConfig, generate
 
     cfg = SyntheticConfig(**generator)
     written = generate(cfg, raw_dir, "Movies_and_TV.jsonl.gz", "meta_Movies_and_TV.jsonl.gz")
@@ -52,7 +52,7 @@ def stage_prepare(raw_dir: str, out_dir: str) -> dict:
     from recsys.data.filtering import InteractionFilters
     from recsys.data.preparation import DatasetPreparer
     from recsys.data.sources.amazon import AmazonReviewsSource
-    from recsys.features.text_embeddings import HashingTextEncoder
+    from recsys.data.text_embeddings import HashingTextEncoder
 
     preparer = DatasetPreparer(
         source=AmazonReviewsSource(raw_dir=raw_dir),

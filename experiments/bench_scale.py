@@ -152,7 +152,7 @@ def child_steps(workdir: Path, steps: int, overrides: list[str]) -> None:
     for name, (kwargs, step) in variants.items():
         from omegaconf import OmegaConf
 
-        from recsys.models.two_tower import TwoTowerModule
+        from recsys.models.two_tower_module import TwoTowerModule
 
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         params = {k: v for k, v in model_cfg.items() if not k.startswith("_")}

@@ -76,7 +76,7 @@ def main() -> None:
     if args.child:
         child(args.bundle, args.users, args.warmup)
         return
-    from recsys.serve import use_hugepage_malloc
+    from recsys.serving.process_setup import use_hugepage_malloc
 
     rows = {}
     for variant in args.variants.split(","):

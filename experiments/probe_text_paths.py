@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from sentence_transformers import SentenceTransformer
 
-from recsys.features.text_embeddings import resolve_model_path
+from recsys.data.text_embeddings import resolve_model_path
 
 
 def main() -> None:

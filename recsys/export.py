@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-from recsys.models.ranker import RankerModule, candidate_settings
-from recsys.models.two_tower import TwoTowerModule
-from recsys.serving.bundle import write_bundle
+from recsys.candidates.settings import CandidateSettings
+from recsys.models.exported_nets import exported_nets
+from recsys.serving.bundle_writer import BundleParts, write_bundle
 from recsys.utils.artifacts import checkpoint_file
 from recsys.utils.hydra_helpers import CONFIG_PATH, print_summary
 
@@ -19,26 +20,15 @@ from recsys.utils.hydra_helpers import CONFIG_PATH, print_summary
 def export(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.threads)) if cfg.get("threads") else None
     started = time.perf_counter()
-    retrieval = TwoTowerModule.load_from_checkpoint(
-        checkpoint_file(cfg.retrieval_ckpt, "retrieval_ckpt", "export"), map_location="cpu", weights_only=True
-    )
-    ranker, data_hp = None, {}
-    if cfg.get("ranker_ckpt"):
-        ranker_path = checkpoint_file(cfg.ranker_ckpt, "ranker_ckpt", "export")
-        ranker = RankerModule.load_from_checkpoint(ranker_path, map_location="cpu", weights_only=True)
-        data_hp = candidate_settings(ranker_path)
-    index = hydra.utils.instantiate(cfg.index, dim=int(retrieval.hparams.dim))
-    manifest = write_bundle(
-        cfg.bundle_dir,
-        retrieval,
-        index,
-        ranker,
-        max_history=cfg.get("max_history") or data_hp.get("max_history"),
-        recent_window_days=data_hp.get("recent_window_days", 14.0),
-        last_n=data_hp.get("last_n", 5),
-        num_candidates=cfg.num_candidates or data_hp.get("num_candidates", 200),
-        extra={"checkpoints": {"retrieval": str(cfg.retrieval_ckpt), "ranker": cfg.get("ranker_ckpt")}},
-    )
+    retrieval = checkpoint_file(cfg.retrieval_ckpt, "retrieval_ckpt", "export")
+    ranker = checkpoint_file(cfg.ranker_ckpt, "ranker_ckpt", "export") if cfg.get("ranker_ckpt") else None
+    settings = CandidateSettings.from_checkpoint(ranker) if ranker else CandidateSettings()
+    overrides = {"num_candidates": cfg.get("num_candidates"), "max_history": cfg.get("max_history")}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v})
+    parts = BundleParts(**exported_nets(retrieval, ranker), settings=settings)
+    index = hydra.utils.instantiate(cfg.index, dim=int(parts.catalog.shape[1]))
+    extra = {"checkpoints": {"retrieval": str(cfg.retrieval_ckpt), "ranker": cfg.get("ranker_ckpt")}}
+    manifest = write_bundle(cfg.bundle_dir, parts, index, extra=extra)
     summary = {
         "bundle": str(cfg.bundle_dir),
         "items": manifest["n_items"],

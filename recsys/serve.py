@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import MutableMapping
 from pathlib import Path
 
 import hydra
@@ -12,23 +10,11 @@ from omegaconf import DictConfig
 
 from recsys.utils.hydra_helpers import CONFIG_PATH
 
-HUGEPAGE_MALLOC = "glibc.malloc.hugetlb=1"
-
-
-def use_hugepage_malloc(env: MutableMapping[str, str] = os.environ) -> None:
-    """Let glibc back large allocations with transparent huge pages in the processes started from
-    here (LitServe spawns its inference workers, which read GLIBC_TUNABLES at start): the FAISS
-    graph is allocated by C++ outside numpy's own huge-page advice, and a search's random walk over
-    it missed the TLB less: HNSW top-200 at 434K items 0.66 vs 0.77 ms inside the graph
-    (experiments/probe_serving_graph.py). Ignored by other libcs."""
-    tunables = env.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" not in tunables:
-        env["GLIBC_TUNABLES"] = f"{tunables}:{HUGEPAGE_MALLOC}" if tunables else HUGEPAGE_MALLOC
-
 
 def serve(cfg: DictConfig) -> None:
     from recsys.serving.api import build_server
     from recsys.serving.cpu_affinity import pin_http_side
+    from recsys.serving.process_setup import use_hugepage_malloc
 
     bundle = Path(cfg.bundle)
     if not (bundle / "manifest.json").is_file():

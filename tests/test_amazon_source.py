@@ -13,7 +13,7 @@ from recsys.data.filtering import InteractionFilters
 from recsys.data.preparation import DatasetPreparer
 from recsys.data.sources.amazon import AmazonReviewsSource
 from recsys.data.sources.jsonl import DataFormatError
-from recsys.features.text_embeddings import HashingTextEncoder
+from recsys.data.text_embeddings import HashingTextEncoder
 from tests.fixtures.make_amazon_fixture import EXPECTED, write_fixture
 
 

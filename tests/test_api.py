@@ -146,7 +146,7 @@ def test_openapi_documents_every_route(client):
 
 
 def test_serve_asks_glibc_for_huge_pages_without_dropping_other_tunables():
-    from recsys.serve import HUGEPAGE_MALLOC, use_hugepage_malloc
+    from recsys.serving.process_setup import HUGEPAGE_MALLOC, use_hugepage_malloc
 
     env: dict[str, str] = {}
     use_hugepage_malloc(env)

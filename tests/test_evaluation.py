@@ -7,8 +7,9 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG, RetrievalRecall
 
+from recsys.data.seen_items import SeenItems
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
-from recsys.evaluation.retrieval import SeenItems, rank_full_catalog
+from recsys.evaluation.retrieval import rank_full_catalog
 
 N_ITEMS, N_USERS, K = 40, 12, [1, 5, 10]
 

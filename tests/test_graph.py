@@ -38,7 +38,7 @@ def test_users_who_saw_almost_everything_get_the_rest(graph):
 
 def test_graph_ranks_like_the_trained_models(graph, trained):
     """Anonymous history through the graph = user tower + exact top-K + ranker by hand."""
-    from recsys.models.ranker import RankerModule
+    from recsys.models.ranker_module import RankerModule
 
     users = graph.bundle.users
     history = list(users["history"].iat[0])[-10:]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.data.dataset import FIRST_ITEM_IDX, item_arrays
-from recsys.models.two_tower import TwoTowerModule
+from recsys.models.two_tower_module import TwoTowerModule
 from tests.test_prepare import _prepare
 
 
@@ -21,7 +21,11 @@ def dataset(tmp_path_factory):
 def _model(dataset, pool: str, n_negatives: int) -> TwoTowerModule:
     torch.manual_seed(0)
     return TwoTowerModule(
-        str(dataset.path), dim=16, num_global_negatives=n_negatives, negative_pool=pool, objective="all_positions"
+        str(dataset.path),
+        dim=16,
+        num_global_negatives=n_negatives,
+        negative_pool=pool,
+        objective="all_positions",
     )
 
 

@@ -54,7 +54,7 @@ def test_gpu_without_cuda_is_not_native():
 
 
 def test_text_encoder_cache_key_holds_the_resolved_precision(bf16_native):
-    from recsys.features.text_embeddings import SentenceTransformerEncoder
+    from recsys.data.text_embeddings import SentenceTransformerEncoder
 
     bf16_native(False)
     assert '"precision": "fp32"' in SentenceTransformerEncoder(precision="auto").cache_key

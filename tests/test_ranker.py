@@ -10,12 +10,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recsys.data.candidates import build_candidates
+from recsys.candidates.build import build_candidates
+from recsys.candidates.settings import CandidateSettings
+from recsys.data.seen_items import SeenItems
 from recsys.evaluation.ranking import reranked, two_stage_ranks
-from recsys.evaluation.retrieval import SeenItems
 from recsys.features.ranker_features import FEATURES, InteractionTimeline, ItemFeatureTables, ItemTransitions
-from recsys.models.ranker import ranker_loss
-from recsys.models.two_tower import TwoTowerModule
+from recsys.models.ranker_module import ranker_loss
+from recsys.models.two_tower_module import TwoTowerModule
 from recsys.serving.bundle import Bundle
 from recsys.utils.artifacts import ManifestError
 from tests.conftest import K, assert_evaluation_figures, compose_config, export_bundle
@@ -112,7 +113,8 @@ def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
     tables = ItemFeatureTables.from_dataset(dataset)
     timeline = InteractionTimeline.from_dataset(dataset)
     transitions = ItemTransitions.from_dataset(dataset, ("train", "val"))
-    cands = build_candidates(retrieval, dataset, "test", K, tables, timeline, transitions, 86_400_000, 20)
+    settings = CandidateSettings(num_candidates=K, recent_window_days=1.0, max_history=20)
+    cands = build_candidates(retrieval, dataset, "test", settings, tables, timeline, transitions)
     seen = SeenItems.for_split(dataset, "test")
     catalog = retrieval.encode_catalog()
     n_missed = 0
@@ -138,8 +140,8 @@ def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
 
 
 def test_two_stage_metric_equals_brute_force(trained):
-    from recsys.data.datamodules import CandidateDataModule
-    from recsys.models.ranker import RankerModule
+    from recsys.candidates.datamodule import CandidateDataModule
+    from recsys.models.ranker_module import RankerModule
 
     metrics = trained["metrics"]
     for key in (
@@ -180,7 +182,7 @@ def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):
     assert len(bundle.items) == dataset.n_items and len(bundle.index) == dataset.n_items
     assert bundle.item_embeddings.shape == (dataset.n_items, retrieval.hparams.dim)
     assert bundle.manifest["ranker"]["features"] == list(FEATURES)
-    assert bundle.manifest["num_candidates"] == K and bundle.transitions.matrix.nnz > 0
+    assert bundle.manifest["candidates"]["num_candidates"] == K and bundle.transitions.matrix.nnz > 0
     # histories are the users' most recent items as item_id strings, ending with the test target
     test = dataset.read_split("test").to_pandas()
     id_of = dataset.items.set_index("item_idx")["item_id"]
@@ -213,10 +215,12 @@ def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):
 
 @pytest.mark.parametrize("use_embeddings", [True, False])
 def test_factored_single_user_scoring_equals_forward(use_embeddings):
-    from recsys.models.ranker import RankerNet
+    from recsys.features.ranker_features import feature_columns
+    from recsys.models.ranker_net import RankerNet
 
     torch.manual_seed(0)
-    net = RankerNet(8, ["score", "transition"], use_embeddings=use_embeddings, hidden=[16, 4]).eval()
+    columns = feature_columns(["score", "transition"])
+    net = RankerNet(8, columns, use_embeddings=use_embeddings, hidden=[16, 4]).eval()
     user, items, feats = torch.randn(8), torch.randn(30, 8), torch.randn(30, len(FEATURES))
     with torch.no_grad():
         expected = net(user[None], items[None], feats[None])[0]

@@ -5,7 +5,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from recsys.features.text_embeddings import (
+from recsys.data.text_embeddings import (
     EmbeddingCache,
     HashingTextEncoder,
     SentenceTransformerEncoder,

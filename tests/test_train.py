@@ -163,7 +163,7 @@ def test_multirun_sweep_two_jobs(tmp_path):
 
 
 def test_optimized_value_is_the_best_validation_score():
-    from recsys.train import optimized_value
+    from recsys.utils.hydra_helpers import optimized_value
 
     cfg = compose_config("train", ["hparams_search=two_tower"])
     assert optimized_value(cfg, {"val_best": 0.3, "retrieval/ndcg@10": 0.9}) == 0.3
@@ -175,7 +175,7 @@ def test_optimized_value_is_the_best_validation_score():
 
 
 def test_train_without_test_still_returns_the_validation_score(tmp_path):
-    from recsys.train import optimized_value
+    from recsys.utils.hydra_helpers import optimized_value
 
     metrics = run(tmp_path, "test=false")
     assert set(metrics) == {"best_checkpoint", "val_best", *FIT_REPORT} and 0.0 <= metrics["val_best"] <= 1.0

@@ -29,7 +29,7 @@ from recsys.data.splitting import (
     history_rows,
     sequence_order,
 )
-from recsys.features.text_embeddings import TextEncoder, embed_texts
+from recsys.data.text_embeddings import TextEncoder, embed_texts
 from recsys.utils.artifacts import ManifestError, read_manifest
 
 log = logging.getLogger(__name__)

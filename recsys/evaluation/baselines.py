@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from recsys.evaluation.retrieval import ScoreFn
+from recsys.evaluation.retrieval import RankResult, ScoreFn, rank_static_scores, static_order
 
 
 def text_content_scores(history: torch.Tensor, lengths: torch.Tensor, text: torch.Tensor) -> ScoreFn:
@@ -17,3 +19,20 @@ def text_content_scores(history: torch.Tensor, lengths: torch.Tensor, text: torc
     profile = (unit[history] * valid[..., None]).sum(1) / lengths.clamp(min=1)[:, None].float()
     profile = F.normalize(profile, dim=-1)
     return lambda items: profile @ unit[items].T
+
+
+class PopularityBaseline(nn.Module):
+    """Train-count popularity, the same list for every user (minus their seen items).
+
+    One sorted order serves every user instead of a pass over the catalog per user (half the
+    evaluation time at 434K items); buffers only, never saved.
+    """
+
+    def __init__(self, train_count: np.ndarray):
+        super().__init__()
+        scores = torch.log1p(torch.as_tensor(np.asarray(train_count), dtype=torch.float32))
+        self.register_buffer("scores", scores, persistent=False)
+        self.register_buffer("order", static_order(scores), persistent=False)
+
+    def rank(self, targets: torch.Tensor, seen: tuple[np.ndarray, np.ndarray], k_max: int) -> RankResult:
+        return rank_static_scores(self.scores, targets, *seen, k_max, self.order)

@@ -121,6 +121,14 @@ class FullCatalogRetrievalMetrics(Metric):
             self.diversity[:, j] += seg @ (1.0 - pair_mean)
             self.novelty[:, j] += seg @ (info_sum / max(n, 1))
 
+    def flat_results(self, prefix: str) -> dict[str, float]:
+        """``compute()`` as metrics.json keys: ``prefix/…`` for all users, ``prefix_<segment>/…``."""
+        return {
+            f"{prefix if segment == 'all' else f'{prefix}_{segment}'}/{key}": value
+            for segment, values in self.compute().items()
+            for key, value in values.items()
+        }
+
     def snapshot(self, max_k: int | None = None) -> dict:
         """Curves and top-10 counts, reduced over ranks (plain lists: JSON-ready)."""
         with self.sync_context(should_sync=True, should_unsync=True):

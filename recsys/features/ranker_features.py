@@ -36,6 +36,16 @@ FEATURES = (
     "is_cold",
     "transition",
 )
+
+
+def feature_columns(names: list[str] | tuple[str, ...]) -> list[int]:
+    """Where each named feature sits in the [.., len(FEATURES)] feature tensor (a ranker's input)."""
+    unknown = sorted(set(names) - set(FEATURES))
+    if unknown:
+        raise ValueError(f"unknown ranker features {unknown}; known: {list(FEATURES)}")
+    return [FEATURES.index(name) for name in names]
+
+
 _TS_BITS = 42  # milliseconds up to year 2109; item_idx < 2**21 keeps keys inside int64
 _ROW_SEARCH_MAX = 32  # ItemTransitions.counts searches row by row up to this many source items
 

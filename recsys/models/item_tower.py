@@ -98,6 +98,16 @@ class ItemTower(nn.Module):
         fused, _ = self.fuse(item_idx)
         return F.normalize(self.mlp(fused), dim=-1)
 
+    @torch.no_grad()
+    def gate_values(self, chunk: int = 65_536) -> np.ndarray:
+        """The gate α of every catalog item (eval mode: no ID dropout), for reports."""
+        was_training = self.training
+        self.eval()
+        rows = torch.arange(2, len(self.id_rows), device=self.id_rows.device)
+        alpha = torch.cat([self.fuse(rows[i : i + chunk])[1].float() for i in range(0, len(rows), chunk)])
+        self.train(was_training)
+        return alpha.cpu().numpy()
+
     def encode_text(self, text_embeddings: torch.Tensor) -> torch.Tensor:
         """The cold path: what an item with no trained ID row gets from its text alone (new items)."""
         if not self.use_text:

@@ -159,3 +159,23 @@ class UserTower(nn.Module):
             torch.arange(states.shape[1], device=states.device)[None, :] < lengths.to(states.device)[:, None]
         )
         return F.normalize(self.proj(states[valid]), dim=-1)
+
+
+# The encoders a serving bundle may name: serving rebuilds them from this table, never from
+# class paths written in a file it reads.
+ENCODERS = {"lstm": lstm, "gru": gru, "sasrec": SASRecEncoder}
+
+
+def encoder_spec(config: dict) -> tuple[str, dict]:
+    """(registry name, constructor params) of a Hydra encoder config (``_target_`` + params)."""
+    names = {f"{fn.__module__}.{fn.__qualname__}": name for name, fn in ENCODERS.items()}
+    target = str(config.get("_target_", ""))
+    if target not in names:
+        raise ValueError(f"user encoder {target!r} is not servable; known: {sorted(names)}")
+    return names[target], {k: v for k, v in config.items() if k != "_target_"}
+
+
+def build_encoder(name: str, input_dim: int, params: dict) -> nn.Module:
+    if name not in ENCODERS:
+        raise ValueError(f"unknown user encoder {name!r}; known: {sorted(ENCODERS)}")
+    return ENCODERS[name](input_dim=input_dim, **params)

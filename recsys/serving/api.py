@@ -11,74 +11,37 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import litserve as ls
 import torch
 from fastapi import HTTPException, Query
-from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from litserve.server import RegularRequestHandler
 from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import ConfigDict, Field, create_model
 
-MAX_ID_LENGTH = 256
-MAX_POSTED_HISTORY = 10_000
+from recsys.serving.schemas import (
+    ID,
+    MAX_ID_LENGTH,
+    MAX_POSTED_HISTORY,
+    Health,
+    HistoryRecommendations,
+    ItemInfo,
+    UserHistory,
+    UserRecommendations,
+)
 
-
-class RecommendedItem(BaseModel):
-    item_id: str
-    title: str
-    score: float
-    rank: int
-
-
-class UserRecommendations(BaseModel):
-    user_id: str
-    strategy: Literal["two_stage", "popular"]
-    items: list[RecommendedItem]
-
-
-class HistoryRecommendations(BaseModel):
-    strategy: Literal["two_stage", "popular"]
-    items: list[RecommendedItem]
-    unknown_items: list[str] = Field(description="posted item ids not in the catalog (ignored)")
-
-
-class HistoryItem(BaseModel):
-    item_id: str
-    title: str
-    timestamp: int | None
-
-
-class UserHistory(BaseModel):
-    user_id: str
-    items: list[HistoryItem]
-
-
-class ItemInfo(BaseModel):
-    item_id: str
-    title: str
-    categories: list[str]
-    popularity: int
-    is_warm: bool
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    n_items: int
-    n_users: int
-    bundle: dict[str, Any]
-
-
-class Detail(BaseModel):
-    detail: str | list[Any]
-
-
-ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH)]
-ERRORS = {404: {"model": Detail}, 401: {"model": Detail}}
+# One table of operations: the routes submit {"op": name, **arguments}, the workers run OPS[name].
+OPS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
+    "user": lambda graph, x: graph.recommend(user_id=x["user_id"], top_k=x["top_k"]),
+    "history": lambda graph, x: graph.recommend(history=x["history"], top_k=x["top_k"]),
+    "user_history": lambda graph, x: graph.history(x["user_id"], limit=x["limit"]),
+    "item": lambda graph, x: graph.item(x["item_id"]),
+}
 
 
 def bundle_summary(bundle_dir: str | Path) -> dict[str, Any]:
@@ -125,18 +88,18 @@ class RecsysSpec(LitSpec):
             return {"status": "ok", **self.summary}
 
         async def recommend_user(user_id: ID, top_k: top_k = 10) -> UserRecommendations:
-            return await self._call({"op": "user", "user_id": user_id, "top_k": top_k})
+            return await self._call("user", user_id=user_id, top_k=top_k)
 
         async def recommend_history(request: body) -> HistoryRecommendations:  # type: ignore[valid-type]
-            return await self._call({"op": "history", "history": request.history, "top_k": request.top_k})
+            return await self._call("history", history=request.history, top_k=request.top_k)
 
         async def user_history(
             user_id: ID, limit: Annotated[int, Query(ge=1, le=MAX_POSTED_HISTORY)] = 50
         ) -> UserHistory:
-            return await self._call({"op": "user_history", "user_id": user_id, "limit": limit})
+            return await self._call("user_history", user_id=user_id, limit=limit)
 
         async def item(item_id: ID) -> ItemInfo:
-            return await self._call({"op": "item", "item_id": item_id})
+            return await self._call("item", item_id=item_id)
 
         self.add_endpoint("/health", health, ["GET"])
         self.add_endpoint("/recommend/{user_id}", recommend_user, ["GET"])
@@ -150,8 +113,11 @@ class RecsysSpec(LitSpec):
         state["_endpoints"] = []
         return state
 
-    async def _call(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, op: str, **arguments: Any) -> dict[str, Any]:
         """Submit to the inference worker and wait, as LitServe's RegularRequestHandler does."""
+        if op not in OPS:
+            raise KeyError(f"route submits unknown operation {op!r}; known: {sorted(OPS)}")
+        payload = {"op": op, **arguments}
         uid = str(uuid.uuid4())
         event = asyncio.Event()
         self.response_buffer[uid] = ResponseBufferItem(event=event)  # before the put: no lost reply
@@ -202,21 +168,15 @@ class RecsysAPI(ls.LitAPI):
     def predict(self, x: dict[str, Any]) -> dict[str, Any]:
         from recsys.serving.graph import UnknownItemError, UnknownUserError
 
-        op = x["op"]
+        run = OPS.get(x.get("op"))
+        if run is None:
+            raise HTTPException(status_code=400, detail=f"unknown operation {x.get('op')!r}")
         try:
-            if op == "user":
-                return self.graph.recommend(user_id=x["user_id"], top_k=x["top_k"])
-            if op == "history":
-                return self.graph.recommend(history=x["history"], top_k=x["top_k"])
-            if op == "user_history":
-                return self.graph.history(x["user_id"], limit=x["limit"])
-            if op == "item":
-                return self.graph.item(x["item_id"])
+            return run(self.graph, x)
         except (UnknownUserError, UnknownItemError) as err:
             raise HTTPException(status_code=404, detail=err.args[0]) from None
         except ValueError as err:
             raise HTTPException(status_code=422, detail=str(err)) from None
-        raise HTTPException(status_code=400, detail=f"unknown operation {op!r}")
 
 
 def build_server(

@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX
+from recsys.data.text_embeddings import encoder_from_key
 from recsys.features.ranker_features import ItemFeatureTables, candidate_features, gather_rows
-from recsys.features.text_embeddings import encoder_from_key
 from recsys.serving.bundle import Bundle
 
 
@@ -37,8 +37,9 @@ class InferenceGraph:
         self.bundle = bundle
         m = bundle.manifest
         self.min_history, self.max_top_k = int(min_history), int(max_top_k)
-        self.max_history, self.num_candidates = int(m["max_history"]), int(m["num_candidates"])
-        self.last_n = int(m.get("last_n", 5))
+        candidates = m["candidates"]  # the settings the ranker was trained with
+        self.max_history, self.num_candidates = int(m["max_history"]), int(candidates["num_candidates"])
+        self.last_n = int(candidates["last_n"])
         items = bundle.items
         # a numpy array of str: per-request element access costs ~15 µs less than a pandas Index
         self.item_ids = items["item_id"].astype(str).to_numpy(dtype=object)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
+log = logging.getLogger(__name__)
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "configs")
 
 
@@ -48,3 +51,19 @@ def instantiate_list(cfg: Any) -> list:
         for node in cfg.values()
         if isinstance(node, DictConfig) and "_target_" in node
     ]
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The number a sweeper maximizes: a metrics.json key, or the best validation score when
+    ``optimized_metric`` names the checkpoint monitor (test metrics must not drive selection)."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name in metrics:
+        return float(metrics[name])
+    if name == cfg.model.get("monitor"):
+        if metrics.get("val_best") is None:  # validation was off (trainer.limit_val_batches=0)
+            log.warning("no validation score for optimized_metric %s: nothing to optimize", name)
+            return None
+        return float(metrics["val_best"])
+    raise KeyError(f"optimized_metric {name!r} is not among this run's metrics")

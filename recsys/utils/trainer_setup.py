@@ -25,8 +25,9 @@ def instantiate_trainer(cfg: DictConfig, **kwargs: Any):
 
 
 def fit_report(trainer, fit_seconds: float) -> dict[str, Any]:
-    """Epochs and steps done, the precision used, and whether ``max_time`` cut training short:
-    a run stopped by the clock depends on the machine's speed, so it is flagged loudly."""
+    """The best checkpoint and its validation score, epochs and steps done, the precision used,
+    and whether ``max_time`` cut training short: a run stopped by the clock depends on the
+    machine's speed, so it is flagged loudly."""
     from lightning.pytorch.callbacks import Timer
 
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
@@ -39,7 +40,13 @@ def fit_report(trainer, fit_seconds: float) -> dict[str, Any]:
         by_time,
         round(fit_seconds, 1),
     )
-    report = dict(zip(fit_report_keys, values, strict=True))
+    callback = trainer.checkpoint_callback
+    score = callback.best_model_score if callback else None
+    report = {
+        "best_checkpoint": callback.best_model_path if callback else "",
+        "val_best": float(score) if score is not None else None,
+        **dict(zip(fit_report_keys, values, strict=True)),
+    }
     if by_time:
         warnings.warn(
             f"training stopped by trainer.max_time after {report['epochs_done']} epochs / "

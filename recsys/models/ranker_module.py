@@ -1,98 +1,25 @@
-"""Second stage: re-score the retrieved candidates of each user.
-
-``RankerNet`` is plain torch (the serving graph loads it from safetensors); ``RankerModule``
-trains it with Lightning. ``features=[]`` with ``use_embeddings=true`` and ``loss=bce`` is the
+"""Second stage: train ``RankerNet`` (recsys/models/ranker_net.py) with Lightning to re-score the
+retrieved candidates of each user. ``features=[]`` with ``use_embeddings=true`` and ``loss=bce`` is the
 seed's ranker (an MLP on [u, i, u⊙i]); the default adds the dense features of
 ``recsys.features.ranker_features`` through both the MLP and a linear ("wide") path.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from recsys.data.dataset import PreparedDataset, item_arrays
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.ranking import CandidateListMetrics, reranked, two_stage_ranks
-from recsys.features.ranker_features import FEATURES
+from recsys.features.ranker_features import FEATURES, feature_columns
+from recsys.models.ranker_net import RankerNet
 
 LOSSES = ("bce", "listwise")
-
-
-class RankerNet(nn.Module):
-    """``forward(user [B, d], items [B, K, d], features [B, K, F_all]) -> logits [B, K]``."""
-
-    def __init__(
-        self,
-        embedding_dim: int,
-        features: list[str],
-        use_embeddings: bool = True,
-        hidden: list[int] | tuple[int, ...] = (256, 128),
-        dropout: float = 0.2,
-    ):
-        super().__init__()
-        unknown = sorted(set(features) - set(FEATURES))
-        if unknown:
-            raise ValueError(f"unknown ranker features {unknown}; known: {list(FEATURES)}")
-        if not (features or use_embeddings):
-            raise ValueError("the ranker needs features, embeddings, or both")
-        self.use_embeddings = use_embeddings
-        self.register_buffer(
-            "feature_columns", torch.tensor([FEATURES.index(f) for f in features], dtype=torch.long)
-        )
-        width = 3 * embedding_dim * use_embeddings + len(features)
-        layers: list[nn.Module] = []
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(dropout)]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
-        self.wide = nn.Linear(len(features), 1, bias=False) if features else None
-
-    def score_user(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """``forward`` for one user ([d], [K, d], [K, F_all]) with the first layer factored.
-
-        W·[u, i, u⊙i, f] = W_u·u + (W_i + W_h·diag(u))·i + W_f·f: the user part is computed once and
-        the item part is a [K, d] × [d, h] product instead of [K, 3d] × [3d, h] (serving latency).
-        """
-        if not self.use_embeddings:
-            return self(user[None], items[None], features[None])[0]
-        d = user.shape[-1]
-        first: nn.Linear = self.mlp[0]
-        w = first.weight
-        dense = features.index_select(-1, self.feature_columns)
-        # fused ops (addcmul/addmv/addmm) and no Dropout calls in eval: 0.60 vs 0.72 ms at K = 200, d = 256
-        item_weight = torch.addcmul(w[:, d : 2 * d], w[:, 2 * d : 3 * d], user[None, :])  # W_i + W_h·diag(u)
-        hidden = torch.addmm(torch.addmv(first.bias, w[:, :d], user), items, item_weight.T)
-        hidden = hidden.addmm_(dense, w[:, 3 * d :].T)
-        for layer in self.mlp[1:]:
-            if self.training or not isinstance(layer, nn.Dropout):
-                hidden = layer(hidden)
-        return self._add_wide(hidden.squeeze(-1), dense)
-
-    def forward(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        dense = features.index_select(-1, self.feature_columns)
-        parts = [dense]
-        if self.use_embeddings:
-            u = user[:, None, :].expand_as(items)
-            parts = [u, items, u * items, dense]
-        return self._add_wide(self.mlp(torch.cat(parts, dim=-1)).squeeze(-1), dense)
-
-    def _add_wide(self, logits: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return logits if self.wide is None else logits + self.wide(dense).squeeze(-1)
-
-
-def candidate_settings(ranker_ckpt: str | Path) -> dict[str, Any]:
-    """The candidate DataModule settings a ranker was trained with (K, feature window, history):
-    its features mean the same thing only when rebuilt with them."""
-    ckpt = torch.load(ranker_ckpt, map_location="cpu", weights_only=True)
-    return dict(ckpt.get("datamodule_hyper_parameters", {}))
 
 
 def ranker_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -133,7 +60,7 @@ class RankerModule(L.LightningModule):
         ranking_ks = [int(k) for k in (ranking_ks or [5, 10, 20])]
         super().__init__()
         self.save_hyperparameters()  # reads the (normalized) local values above
-        self.net = RankerNet(embedding_dim, features, use_embeddings, hidden, dropout)
+        self.net = RankerNet(embedding_dim, feature_columns(features), use_embeddings, hidden, dropout)
         dataset = PreparedDataset.load(dataset_dir, verify=False)
         arrays = item_arrays(dataset)
         n, text = dataset.n_items, np.asarray(dataset.text_embeddings(mmap=False), dtype=np.float32)
@@ -189,7 +116,7 @@ class RankerModule(L.LightningModule):
         self.ranking_metrics.update_lists(logits, batch["labels"], mask, list_ids)
 
     def on_test_epoch_end(self) -> None:
-        k_max = int(self.trainer.datamodule.num_candidates) if self.trainer.datamodule else None
+        k_max = int(self.trainer.datamodule.settings.num_candidates) if self.trainer.datamodule else None
         results: dict[str, float] = {}
         self.test_details = {
             "two_stage": self.two_stage_metrics.snapshot(max_k=k_max),

@@ -12,28 +12,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.data.datamodules import OBJECTIVES
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, item_arrays
-from recsys.evaluation.baselines import text_content_scores
+from recsys.data.seen_items import SeenItems
+from recsys.evaluation.baselines import PopularityBaseline, text_content_scores
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
-from recsys.evaluation.retrieval import SeenItems, rank_full_catalog, rank_static_scores, static_order
+from recsys.evaluation.retrieval import rank_full_catalog
 from recsys.models.item_tower import ItemTower
 from recsys.models.losses import LOGQ_MODES, all_positions_loss, exact_softmax_loss, sampled_softmax_loss
+from recsys.models.negatives import NegativePool
 from recsys.models.optim import DenseSparseAdam, clip_grad_norm
 from recsys.models.user_tower import UserTower
 
 DEFAULT_KS = (10, 20, 50, 100, 500, 1000, 1500, 2000)
 LR_SCHEDULES = ("plateau", "cosine")
-NEGATIVE_POOLS = ("catalog", "trained")
-
-
-def negative_pool_mask(is_warm: np.ndarray, pool: str) -> np.ndarray:
-    """Which item_idx rows may be negatives. ``trained``: only items that are some training
-    target. An item that never is one (every future cold item) would otherwise be a negative in
-    every step and never a positive, always in its text-only form: training would learn to push
-    exactly the text-only vectors of new items down (measured in experiments/RESULTS.md, issue 15).
-    """
-    mask = np.zeros(len(is_warm), dtype=bool)
-    mask[FIRST_ITEM_IDX:] = True if pool == "catalog" else np.asarray(is_warm[FIRST_ITEM_IDX:], dtype=bool)
-    return mask
 
 
 class TwoTowerModule(L.LightningModule):
@@ -79,14 +69,8 @@ class TwoTowerModule(L.LightningModule):
         test_ks = list(test_ks or DEFAULT_KS)
         if logq not in LOGQ_MODES:
             raise ValueError(f"logq must be one of {LOGQ_MODES}, got {logq!r}")
-        if negative_sampling not in ("uniform", "popularity"):
-            raise ValueError(
-                f"negative_sampling must be 'uniform' or 'popularity', got {negative_sampling!r}"
-            )
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-        if negative_pool not in NEGATIVE_POOLS:
-            raise ValueError(f"negative_pool must be one of {NEGATIVE_POOLS}, got {negative_pool!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         super().__init__()
@@ -94,9 +78,7 @@ class TwoTowerModule(L.LightningModule):
         dataset = PreparedDataset.load(dataset_dir, verify=False)
         self.n_items = dataset.n_items
         arrays = item_arrays(dataset)
-        text = np.ascontiguousarray(
-            dataset.text_embeddings(mmap=False), dtype=np.float32
-        )  # shared, not copied
+        text = np.ascontiguousarray(dataset.text_embeddings(mmap=False), dtype=np.float32)  # shared
         self.item_tower = ItemTower(
             torch.from_numpy(text),
             arrays["is_warm"],
@@ -112,30 +94,14 @@ class TwoTowerModule(L.LightningModule):
         if compile:
             self.item_tower = torch.compile(self.item_tower)
             self.user_tower = torch.compile(self.user_tower)
-        counts = torch.as_tensor(arrays["train_count"], dtype=torch.float64)
-        self.register_buffer("is_warm", torch.as_tensor(arrays["is_warm"]), persistent=False)
-        self.register_buffer("train_count", counts.float(), persistent=False)
-        # in-batch positives follow the training-target distribution
-        target_p = counts.clamp(min=1) / counts[FIRST_ITEM_IDX:].clamp(min=1).sum()
-        self.register_buffer("log_target_p", torch.log(target_p).float(), persistent=False)
-        in_pool = negative_pool_mask(arrays["is_warm"], negative_pool)
-        weights = torch.zeros_like(counts)
-        weights[FIRST_ITEM_IDX:] = (
-            1.0 if negative_sampling == "uniform" else (counts[FIRST_ITEM_IDX:] + 1) ** 0.75
+        self.negatives = NegativePool(
+            arrays["train_count"], arrays["is_warm"], negative_pool, negative_sampling
         )
-        weights = weights * torch.as_tensor(in_pool, dtype=weights.dtype)
-        self.register_buffer("negative_p", (weights / weights.sum()).float(), persistent=False)
-        # num_global_negatives=-1: the whole pool as columns; item -> its column (-1 outside)
-        pool_ids = torch.as_tensor(np.flatnonzero(in_pool), dtype=torch.long)
-        column = torch.full((len(in_pool),), -1, dtype=torch.long)
-        column[pool_ids] = torch.arange(len(pool_ids))
-        self.register_buffer("pool_ids", pool_ids, persistent=False)
-        self.register_buffer("pool_column", column, persistent=False)
+        self.popularity = PopularityBaseline(arrays["train_count"])
         self._dataset = dataset
         self._seen: dict[str, SeenItems] = {}
         self._catalog: torch.Tensor | None = None
         self._negative_rng: torch.Generator | None = None
-        self._popularity_order: torch.Tensor | None = None
         self.val_metrics = FullCatalogRetrievalMetrics(
             val_ks, self.n_items, arrays["is_warm"], list_metrics=False
         )
@@ -168,16 +134,11 @@ class TwoTowerModule(L.LightningModule):
 
     # ----------------------------------------------------------------- training
     def sample_negatives(self) -> torch.Tensor:
-        n = self.hparams.num_global_negatives
-        if n < 0:  # the whole pool (the catalog, or its trained items): an exact softmax over it
-            return self.pool_ids
-        if n == 0:
-            return torch.zeros(0, dtype=torch.long, device=self.device)
         if self._negative_rng is None:
             # its own stream per rank: every process draws different negatives from the same seed
             self._negative_rng = torch.Generator(device=self.device)
             self._negative_rng.manual_seed(torch.initial_seed() + 1_000_003 * self.global_rank)
-        return torch.multinomial(self.negative_p, n, replacement=True, generator=self._negative_rng)
+        return self.negatives.sample(self.hparams.num_global_negatives, self._negative_rng)
 
     def gather_in_batch(
         self, positive: torch.Tensor, target: torch.Tensor
@@ -215,10 +176,10 @@ class TwoTowerModule(L.LightningModule):
         vectors = self.item_tower(unique)[inverse]
         n_hist, n_pos = history.numel(), target_ids.shape[0]
         user = self.user_tower.forward_all(vectors[:n_hist].view(*history.shape, -1), lengths)
-        if hp.num_global_negatives < 0:  # the whole pool, item i in column pool_column[i]
+        if hp.num_global_negatives < 0:  # the whole pool, item i in its column
             loss = exact_softmax_loss(
                 user,
-                self.pool_column[target_ids],
+                self.negatives.column[target_ids],
                 vectors[n_hist + n_pos :],
                 hp.temperature,
                 hp.loss_chunk_size,
@@ -261,30 +222,28 @@ class TwoTowerModule(L.LightningModule):
     def _shared_log_q(
         self, target_ids: torch.Tensor, negatives: torch.Tensor, batch_ids: torch.Tensor, n_positions: int
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """logQ of the all-position loss: the log expected count of an item among the shared
-        columns, per source: N·q(i) for sampled negatives, 1 − (1 − p(i))^P for the distinct
-        targets of P positions; the positive gets its own item's total."""
+        """logQ of the all-position loss (see ``NegativePool.shared_log_q``); the positive gets
+        its own item's total."""
         logq = self.hparams.logq
         sampled = logq == "both" and self.hparams.num_global_negatives > 0
         from_batch = logq in ("in_batch", "both") and len(batch_ids) > 0
         if not (sampled or from_batch):
             return None, None
+        n = len(negatives)
 
-        def expected(items: torch.Tensor) -> torch.Tensor:
-            count = torch.zeros(items.shape, dtype=torch.float32, device=items.device)
-            if sampled:
-                count = count + self.negative_p[items] * len(negatives)
-            if from_batch:
-                count = count - torch.expm1(n_positions * torch.log1p(-self.log_target_p[items].exp()))
-            return torch.log(count.clamp(min=1e-12))
+        def expected(items: torch.Tensor, use_sampled: bool, use_batch: bool) -> torch.Tensor:
+            return self.negatives.shared_log_q(items, n, n_positions, use_sampled, use_batch)
 
-        shared_lq = torch.cat(
+        zeros = torch.zeros
+        shared = torch.cat(
             [
-                expected(negatives) if sampled else torch.zeros(len(negatives), device=negatives.device),
-                expected(batch_ids) if from_batch else torch.zeros(len(batch_ids), device=negatives.device),
+                expected(negatives, sampled, from_batch) if sampled else zeros(n, device=negatives.device),
+                expected(batch_ids, sampled, from_batch)
+                if from_batch
+                else zeros(len(batch_ids), device=negatives.device),
             ]
         )
-        return expected(target_ids), shared_lq
+        return expected(target_ids, sampled, from_batch), shared
 
     def _last_position_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, lengths, target = batch["history"], batch["lengths"], batch["target"]
@@ -301,10 +260,10 @@ class TwoTowerModule(L.LightningModule):
         logq = self.hparams.logq
         pos_log_q = None
         if logq in ("in_batch", "both"):
-            pos_log_q = self.log_target_p[in_batch_ids] + np.log(len(in_batch_ids))
+            pos_log_q = self.negatives.in_batch_log_q(in_batch_ids, len(in_batch_ids))
         neg_log_q = None
         if logq == "both" and len(negatives):
-            neg_log_q = torch.log(self.negative_p[negatives] * len(negatives))
+            neg_log_q = self.negatives.sampled_log_q(negatives, len(negatives))
         loss = sampled_softmax_loss(
             user,
             in_batch,
@@ -378,12 +337,7 @@ class TwoTowerModule(L.LightningModule):
         with self._fp32():
             result = self._rank(self._model_scores(batch), batch, seen, k_max)
         self.test_metrics.update(result.ranks, batch["target"], result.topk)
-        # popularity scores are the same for every user: ranked from one sorted order instead of
-        # a second pass over the catalog per user (half the evaluation time at 434K items)
-        popularity = torch.log1p(self.train_count)
-        if self._popularity_order is None:
-            self._popularity_order = static_order(popularity)
-        pop = rank_static_scores(popularity, batch["target"], *seen, k_max, self._popularity_order)
+        pop = self.popularity.rank(batch["target"], seen, k_max)
         self.popularity_metrics.update(pop.ranks, batch["target"], pop.topk)
         if self.content_metrics is not None:
             scores = text_content_scores(batch["history"], batch["lengths"], self.item_tower.text)
@@ -391,18 +345,11 @@ class TwoTowerModule(L.LightningModule):
             self.content_metrics.update(content.ranks, batch["target"], content.topk)
 
     def on_test_epoch_end(self) -> None:
-        results: dict[str, float] = {}
-        for segment, values in self.test_metrics.compute().items():
-            prefix = "retrieval" if segment == "all" else f"retrieval_{segment}"
-            results.update({f"{prefix}/{k}": v for k, v in values.items()})
-        baselines = {"popularity": self.popularity_metrics, "text_content": self.content_metrics}
-        for name, metric in baselines.items():
-            if metric is None:
-                continue
-            for segment, values in metric.compute().items():
-                prefix = name if segment == "all" else f"{name}_{segment}"
-                results.update({f"{prefix}/{k}": v for k, v in values.items()})
+        results = self.test_metrics.flat_results("retrieval") | self.popularity_metrics.flat_results(
+            "popularity"
+        )
         if self.content_metrics is not None:
+            results |= self.content_metrics.flat_results("text_content")
             self.content_metrics.reset()
         # for plots (recsys.evaluate): rank curves up to K=1000 and what lands in top-10 lists
         self.test_details = {

@@ -13,8 +13,11 @@ import numpy as np
 import torch
 from rich.progress import track
 
+from recsys.candidates.settings import CandidateSettings
+from recsys.data.datamodules import RaggedRows
 from recsys.data.dataset import PreparedDataset
-from recsys.evaluation.retrieval import SeenItems, rank_full_catalog
+from recsys.data.seen_items import SeenItems
+from recsys.evaluation.retrieval import rank_full_catalog
 from recsys.features.ranker_features import (
     InteractionTimeline,
     ItemFeatureTables,
@@ -53,21 +56,17 @@ def build_candidates(
     model,
     dataset: PreparedDataset,
     split: str,
-    k: int,
+    settings: CandidateSettings,
     tables: ItemFeatureTables,
     timeline: InteractionTimeline,
     transitions: ItemTransitions,
-    window_ms: int,
-    max_history: int | None,
-    last_n: int = 5,
     batch_size: int = 512,
     catalog: torch.Tensor | None = None,
 ) -> CandidateSet:
-    """Top-``k`` lists of a trained ``TwoTowerModule`` for every row of ``split`` (val or test)."""
-    from recsys.data.datamodules import RaggedRows  # local: datamodules imports this module
-
+    """Top-K lists of a trained ``TwoTowerModule`` for every row of ``split`` (val or test)."""
+    k, last_n = settings.num_candidates, settings.last_n
     model.eval()
-    rows = RaggedRows.from_split(dataset, split, max_history)
+    rows = RaggedRows.from_split(dataset, split, settings.max_history)
     timestamps = dataset.read_split(split, ["timestamp"])["timestamp"].to_numpy()
     seen = SeenItems.for_split(dataset, split)
     catalog = model.encode_catalog() if catalog is None else catalog
@@ -99,7 +98,7 @@ def build_candidates(
             cand = torch.nn.functional.pad(cand, (0, k - cand.shape[1]))
             scores = torch.nn.functional.pad(scores, (0, k - scores.shape[1]))
         scores = torch.where(cand == 0, torch.zeros_like(scores), scores)
-        recent = torch.from_numpy(timeline.counts(cand.numpy(), timestamps[idx], window_ms))
+        recent = torch.from_numpy(timeline.counts(cand.numpy(), timestamps[idx], settings.window_ms))
         feats = candidate_features(
             tables, cand, scores, recent, transitions, batch["history"], batch["lengths"], last_n
         )

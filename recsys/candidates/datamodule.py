@@ -1,0 +1,143 @@
+"""The ranker's DataModule: candidate lists of a trained two-tower model, batched."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from recsys.candidates.build import CandidateSet, build_candidates
+from recsys.candidates.settings import CandidateSettings
+from recsys.data.datamodules import BatchedSplits
+from recsys.data.dataset import PreparedDataset
+from recsys.features.ranker_features import InteractionTimeline, ItemFeatureTables, ItemTransitions
+from recsys.models.two_tower_module import TwoTowerModule
+
+
+class CandidateLists(Dataset):
+    """Batches of candidate lists with their item vectors gathered from the frozen catalog."""
+
+    def __init__(self, candidates: CandidateSet, catalog: torch.Tensor):
+        self.candidates = candidates
+        self.catalog = catalog
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def __getitem__(self, indices) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        c = self.candidates
+        cand = c.candidates[idx]
+        return {
+            "user": c.user_vectors[idx],
+            "items": self.catalog[cand],
+            "features": c.features[idx],
+            "candidates": cand,
+            "mask": cand > 0,
+            "labels": (cand == c.targets[idx, None]).float(),
+            "target": c.targets[idx],
+            "target_pos": c.target_pos[idx],
+            "retrieval_rank": c.retrieval_rank[idx],
+        }
+
+
+class CandidateDataModule(BatchedSplits):
+    """Ranker data: top-K lists of a trained two-tower model, built from out-of-sample users.
+
+    The retrieval model trained on ``train.parquet`` rows, so its lists for those rows are
+    in-sample (the targets were fitted and sit near the top). Ranker training rows therefore
+    come from the **val** split (targets the retrieval model never saw), with a seeded
+    ``holdout_fraction`` of val users for the ranker's own early stopping; the **test** split is
+    scored exactly like serving would (its lists exclude every earlier item).
+    """
+
+    def __init__(
+        self,
+        retrieval_ckpt: str,
+        num_candidates: int = 200,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        holdout_fraction: float = 0.1,
+        recent_window_days: float = 14.0,
+        last_n: int = 5,
+        max_history: int | None = None,
+        seed: int = 42,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if not 0 < holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        # the ranker checkpoint stores these hyperparameters: CandidateSettings.from_checkpoint
+        self.save_hyperparameters()
+        self.settings = CandidateSettings(num_candidates, last_n, recent_window_days, max_history)
+        self.retrieval_ckpt = Path(retrieval_ckpt)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.holdout_fraction = holdout_fraction
+        self.seed = seed
+        self.num_workers = num_workers
+        self.retrieval = None
+        self.dataset: PreparedDataset | None = None
+        self.splits: dict[str, CandidateLists] = {}
+
+    def prepare_data(self) -> None:
+        if not self.retrieval_ckpt.is_file():
+            raise FileNotFoundError(
+                f"retrieval_ckpt={self.retrieval_ckpt}: no such checkpoint; train one with "
+                "`python -m recsys.train experiment=two_tower` and pass its best checkpoint"
+            )
+
+    def _load_retrieval(self):
+        if self.retrieval is None:
+            self.retrieval = TwoTowerModule.load_from_checkpoint(
+                self.retrieval_ckpt, map_location="cpu", weights_only=True
+            ).eval()
+            self.dataset = PreparedDataset.load(self.retrieval.hparams.dataset_dir)
+            if self.settings.max_history is None:
+                cap = self.dataset.manifest["config"].get("max_history")
+                self.settings = replace(self.settings, max_history=cap)
+        return self.retrieval
+
+    @property
+    def processed_dir(self) -> Path:
+        self._load_retrieval()
+        return self.dataset.path
+
+    def model_inputs(self) -> dict[str, int]:
+        """Shapes the ranker is built with (known only once the retrieval model is loaded)."""
+        return {"embedding_dim": int(self._load_retrieval().hparams.dim)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        model = self._load_retrieval()
+        tables = ItemFeatureTables.from_dataset(self.dataset)
+        timeline = InteractionTimeline.from_dataset(self.dataset)
+        catalog = model.encode_catalog()
+        # transitions known before each split's targets: train sequences for val, + val for test
+        known = {"val": ("train",), "test": ("train", "val")}
+        built = {
+            split: build_candidates(
+                model,
+                self.dataset,
+                split,
+                self.settings,
+                tables,
+                timeline,
+                ItemTransitions.from_dataset(self.dataset, known[split]),
+                catalog=catalog,
+            )
+            for split in ("val", "test")
+        }
+        users = np.unique(built["val"].user_idx)
+        rng = np.random.default_rng(self.seed)
+        holdout = rng.choice(users, max(1, round(len(users) * self.holdout_fraction)), replace=False)
+        in_holdout = np.isin(built["val"].user_idx, holdout)
+        self.splits = {
+            "train": CandidateLists(built["val"].subset(np.flatnonzero(~in_holdout)), catalog),
+            "val": CandidateLists(built["val"].subset(np.flatnonzero(in_holdout)), catalog),
+            "test": CandidateLists(built["test"], catalog),
+        }

@@ -1,0 +1,45 @@
+"""Trained checkpoints as the plain parts a serving bundle holds (eval-mode nets and their configs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from recsys.models.ranker_module import RankerModule
+from recsys.models.two_tower_module import TwoTowerModule
+from recsys.models.user_tower import encoder_spec
+
+
+def exported_nets(retrieval_ckpt: str | Path, ranker_ckpt: str | Path | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``recsys.serving.bundle_writer.BundleParts`` (all but the settings)."""
+    retrieval = TwoTowerModule.load_from_checkpoint(
+        retrieval_ckpt, map_location="cpu", weights_only=True
+    ).eval()
+    hp = retrieval.hparams
+    name, params = encoder_spec(dict(hp.user_encoder))
+    parts: dict[str, Any] = {
+        "dataset": retrieval._dataset,
+        "catalog": retrieval.encode_catalog(),
+        "user_tower": retrieval.user_tower,
+        "item_tower": retrieval.item_tower,
+        "user_tower_config": {"encoder": name, "params": params, "dim": int(hp.dim)},
+        "item_tower_config": {
+            "dim": int(hp.dim),
+            "use_text": bool(hp.use_text),
+            "use_id": bool(hp.use_id),
+            "fusion": str(hp.fusion),
+            "text_dim": int(retrieval.item_tower.text.shape[1]),
+        },
+    }
+    if ranker_ckpt is not None:
+        ranker = RankerModule.load_from_checkpoint(ranker_ckpt, map_location="cpu", weights_only=True).eval()
+        rh = ranker.hparams
+        parts["ranker"] = ranker.net
+        parts["ranker_config"] = {
+            "embedding_dim": int(rh.embedding_dim),
+            "features": list(rh.features),
+            "use_embeddings": bool(rh.use_embeddings),
+            "hidden": list(rh.hidden),
+            "dropout": float(rh.dropout),
+        }
+    return parts

@@ -1,0 +1,199 @@
+"""Writes a serving bundle (format: ``recsys.serving.bundle``) from plain parts: a prepared
+dataset, eval-mode nets, their configs and the candidate settings. No training code: the export
+entry point (``recsys.export``) turns checkpoints into these parts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import save_file
+
+from recsys.candidates.settings import CandidateSettings
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists
+from recsys.data.seen_items import SeenItems
+from recsys.data.splitting import offsets_from_lengths
+from recsys.features.ranker_features import InteractionTimeline, ItemTransitions
+from recsys.index.faiss_index import ItemIndex
+from recsys.models.item_tower import ItemTower
+from recsys.models.ranker_net import RankerNet
+from recsys.models.user_tower import UserTower
+from recsys.serving.bundle import BUNDLE_FORMAT
+from recsys.utils.artifacts import atomic_directory, write_manifest
+
+
+@dataclass
+class BundleParts:
+    """What a bundle is made of. ``catalog``: eval-mode item vectors of every item_idx row."""
+
+    dataset: PreparedDataset
+    catalog: torch.Tensor
+    user_tower: UserTower
+    item_tower: ItemTower
+    user_tower_config: dict[str, Any]  # {"encoder": registry name, "params": {...}, "dim": d}
+    item_tower_config: dict[str, Any]  # ItemTower's constructor values but the tables
+    settings: CandidateSettings
+    ranker: RankerNet | None = None
+    ranker_config: dict[str, Any] | None = None  # RankerNet's values, features by name
+
+
+def user_histories(dataset: PreparedDataset, max_history: int) -> pd.DataFrame:
+    """Each user's most recent items (all interactions up to the test target), with times."""
+    test = dataset.read_split("test", ["user_id", "user_idx", "history", "target", "timestamp"])
+    values, lengths = flatten_lists(test["history"])
+    users = test["user_idx"].to_numpy()
+    offsets = offsets_from_lengths(lengths)
+    # the full sequence = history + test target; keep the last max_history of it
+    seq_users = np.concatenate([np.repeat(users, lengths), users])
+    seq_items = np.concatenate([values, test["target"].to_numpy()])
+    seq_pos = np.concatenate([np.arange(len(values)) - np.repeat(offsets[:-1], lengths), lengths])
+    order = np.lexsort((seq_pos, seq_users))
+    seq_users, seq_items, seq_pos = seq_users[order], seq_items[order], seq_pos[order]
+    total = np.bincount(seq_users, minlength=dataset.n_users)
+    keep = seq_pos >= (total[seq_users] - max_history)
+    seq_users, seq_items = seq_users[keep], seq_items[keep]
+    # times: every timed interaction is some row's target
+    n = dataset.n_items + FIRST_ITEM_IDX
+    keys, times = [], []
+    for split in ("train", "val", "test"):
+        t = dataset.read_split(split, ["user_idx", "target", "timestamp"])
+        keys.append(t["user_idx"].to_numpy().astype(np.int64) * n + t["target"].to_numpy())
+        times.append(t["timestamp"].to_numpy())
+    keys, times = np.concatenate(keys), np.concatenate(times)
+    by_key = np.argsort(keys)
+    query = seq_users.astype(np.int64) * n + seq_items
+    pos = np.clip(np.searchsorted(keys, query, sorter=by_key), 0, len(keys) - 1)
+    found = keys[by_key[pos]] == query
+    seq_times = np.where(found, times[by_key[pos]], -1)
+    item_ids = dataset.items.set_index("item_idx")["item_id"]
+    id_of = np.empty(n, dtype=object)
+    id_of[item_ids.index.to_numpy()] = item_ids.to_numpy()
+    present, counts = np.unique(seq_users, return_counts=True)  # = the test users, sorted
+    splits = np.cumsum(counts)[:-1]
+    user_ids = pd.Series(test["user_id"].to_numpy(zero_copy_only=False), index=users)
+    return pd.DataFrame(
+        {
+            "user_idx": present,
+            "user_id": user_ids.loc[present].to_numpy(),
+            "history": [list(x) for x in np.split(id_of[seq_items], splits)],
+            "history_idx": np.split(seq_items, splits),  # for export only, not written
+            "timestamps": [[int(t) if t >= 0 else None for t in x] for x in np.split(seq_times, splits)],
+        }
+    )
+
+
+def all_seen(dataset: PreparedDataset, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr, item_idx) of every interaction of the given users, in that order."""
+    seen = SeenItems.for_split(dataset, "test")  # everything up to and including test histories
+    test = dataset.read_split("test", ["user_idx", "target"])
+    users = np.concatenate(
+        [np.repeat(np.arange(dataset.n_users), np.diff(seen.indptr)), test["user_idx"].to_numpy()]
+    )
+    items = np.concatenate([seen.indices, test["target"].to_numpy()])
+    full = SeenItems.from_pairs(users, items, dataset.n_users)
+    lengths = full.indptr[user_idx + 1] - full.indptr[user_idx]
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    _, flat = full.batch(user_idx)
+    return indptr.astype(np.int64), np.asarray(flat, dtype=np.int64)
+
+
+@torch.no_grad()
+def encode_histories(
+    user_tower: UserTower, histories: list[np.ndarray], catalog: torch.Tensor, batch: int = 1024
+) -> np.ndarray:
+    """Known users' vectors, computed once at export (the server does not re-encode them)."""
+    out = []
+    for lo in range(0, len(histories), batch):
+        rows = [torch.as_tensor(h, dtype=torch.long) for h in histories[lo : lo + batch]]
+        lengths = torch.tensor([len(r) for r in rows])
+        padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        out.append(user_tower(catalog[padded], lengths).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, catalog.shape[1]), np.float32)
+
+
+def write_bundle(
+    path: str | Path, parts: BundleParts, index: ItemIndex, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Build the index over ``parts.catalog`` and write every bundle file atomically."""
+    dataset, settings = parts.dataset, parts.settings
+    max_history = int(settings.max_history or dataset.manifest["config"].get("max_history") or 50)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    catalog = parts.catalog[FIRST_ITEM_IDX:].numpy()
+    ids = np.arange(FIRST_ITEM_IDX, FIRST_ITEM_IDX + dataset.n_items, dtype=np.int64)
+    index.build(ids, catalog)
+    lap("index_build")
+    timeline = InteractionTimeline.from_dataset(dataset, ("train", "val", "test"))
+    items = dataset.items.sort_values("item_idx")
+    recent = timeline.counts(items["item_idx"].to_numpy(), timeline.end, settings.window_ms)
+    item_table = pd.DataFrame(
+        {
+            "item_idx": items["item_idx"].to_numpy(),
+            "item_id": items["item_id"].to_numpy(),
+            "title": items["title"].to_numpy(),
+            "categories": items["categories"].to_numpy(),
+            "popularity": items["train_count"].to_numpy(),
+            "recent_popularity": recent,
+            "is_warm": items["is_warm"].to_numpy(),
+        }
+    )
+    users = user_histories(dataset, max_history)
+    lap("items_and_histories")
+    user_vectors = encode_histories(parts.user_tower.eval(), users.pop("history_idx").tolist(), parts.catalog)
+    lap("user_vectors")
+    info: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "kind": "recsys-bundle",
+        "dataset": {"path": str(dataset.path), "source": dataset.manifest.get("source")},
+        "text_encoder": dataset.manifest["config"].get("text_encoder"),  # to embed new items' text
+        "n_items": int(dataset.n_items),
+        "n_users": len(users),
+        "embedding_dim": int(catalog.shape[1]),
+        "max_history": max_history,
+        "candidates": {**settings.as_dict(), "max_history": max_history},
+        "as_of_ms": timeline.end,
+        "index": {"kind": index.kind, "params": index.params()},
+        "user_tower": parts.user_tower_config,
+        "item_tower": parts.item_tower_config,
+        "ranker": parts.ranker_config if parts.ranker is not None else None,
+        **(extra or {}),
+    }
+    with atomic_directory(path) as staging:
+        pq.write_table(pa.Table.from_pandas(item_table, preserve_index=False), staging / "items.parquet")
+        pq.write_table(pa.Table.from_pandas(users, preserve_index=False), staging / "users.parquet")
+        np.save(staging / "item_embeddings.npy", np.ascontiguousarray(catalog, dtype=np.float32))
+        np.save(staging / "text_embeddings.npy", parts.item_tower.text.numpy())
+        index.save(staging / "index.faiss")
+        np.save(staging / "user_embeddings.npy", user_vectors)
+        seen_indptr, seen_items = all_seen(dataset, users["user_idx"].to_numpy())
+        np.save(staging / "seen_indptr.npy", seen_indptr)
+        np.save(staging / "seen_items.npy", seen_items)
+        transitions = ItemTransitions.from_dataset(dataset, ("train", "val", "test")).matrix
+        for part in ("indptr", "indices", "data"):
+            np.save(staging / f"transitions_{part}.npy", getattr(transitions, part))
+        save_file(_contiguous(parts.user_tower.state_dict()), staging / "user_tower.safetensors")
+        save_file(_contiguous(parts.item_tower.cold_path_state()), staging / "item_tower.safetensors")
+        if parts.ranker is not None:
+            save_file(_contiguous(parts.ranker.state_dict()), staging / "ranker.safetensors")
+        lap("write_files")
+        info["timings"] = timings
+        return write_manifest(staging, info)
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().clone() for k, v in state.items()}

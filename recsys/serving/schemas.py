@@ -1,0 +1,61 @@
+"""The HTTP API's request and response schemas (what /openapi.json documents)."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Path as PathParam
+from pydantic import BaseModel, Field
+
+MAX_ID_LENGTH = 256
+MAX_POSTED_HISTORY = 10_000
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str
+    score: float
+    rank: int
+
+
+class UserRecommendations(BaseModel):
+    user_id: str
+    strategy: Literal["two_stage", "popular"]
+    items: list[RecommendedItem]
+
+
+class HistoryRecommendations(BaseModel):
+    strategy: Literal["two_stage", "popular"]
+    items: list[RecommendedItem]
+    unknown_items: list[str] = Field(description="posted item ids not in the catalog (ignored)")
+
+
+class HistoryItem(BaseModel):
+    item_id: str
+    title: str
+    timestamp: int | None
+
+
+class UserHistory(BaseModel):
+    user_id: str
+    items: list[HistoryItem]
+
+
+class ItemInfo(BaseModel):
+    item_id: str
+    title: str
+    categories: list[str]
+    popularity: int
+    is_warm: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    n_items: int
+    n_users: int
+    bundle: dict[str, Any]
+
+
+class Detail(BaseModel):
+    detail: str | list[Any]
+
+
+ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH)]
