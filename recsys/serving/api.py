@@ -56,7 +56,7 @@ def bundle_summary(bundle_dir: str | Path) -> dict[str, Any]:
             "index": manifest.get("index", {}).get("kind"),
             "ranker": bool(manifest.get("ranker")),
             "embedding_dim": manifest.get("embedding_dim"),
-            "max_history": manifest.get("max_history"),
+            "max_history": manifest.get("candidates", {}).get("max_history"),
             "recsys": manifest.get("versions", {}).get("recsys"),
         },
     }

@@ -164,8 +164,7 @@ def write_bundle(
         "n_items": int(dataset.n_items),
         "n_users": len(users),
         "embedding_dim": int(catalog.shape[1]),
-        "max_history": max_history,
-        "candidates": {**settings.as_dict(), "max_history": max_history},
+        "candidates": {**settings.as_dict(), "max_history": max_history},  # the history cap too
         "as_of_ms": timeline.end,
         "index": {"kind": index.kind, "params": index.params()},
         "user_tower": parts.user_tower_config,

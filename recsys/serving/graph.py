@@ -38,7 +38,10 @@ class InferenceGraph:
         m = bundle.manifest
         self.min_history, self.max_top_k = int(min_history), int(max_top_k)
         candidates = m["candidates"]  # the settings the ranker was trained with
-        self.max_history, self.num_candidates = int(m["max_history"]), int(candidates["num_candidates"])
+        self.max_history, self.num_candidates = (
+            int(candidates["max_history"]),
+            int(candidates["num_candidates"]),
+        )
         self.last_n = int(candidates["last_n"])
         items = bundle.items
         # a numpy array of str: per-request element access costs ~15 µs less than a pandas Index
