@@ -13,6 +13,8 @@ from rich.table import Table
 from recsys.data.dataset import FIRST_ITEM_IDX
 from recsys.evaluation import plots
 from recsys.utils.artifacts import write_json_atomic
+from recsys.utils.hydra_helpers import print_summary
+from recsys.utils.trainer_setup import fit_report_keys
 
 STAGES = {  # metrics.json prefix -> column title
     "two_stage": "2-stage",
@@ -67,9 +69,6 @@ def write_report(
 
 def write_train_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """A training run's metrics.json, and a summary of the headline figures on the console."""
-    from recsys.utils.hydra_helpers import print_summary
-    from recsys.utils.trainer_setup import fit_report_keys
-
     write_json_atomic(path, metrics)
     headline = ("@10", "/mrr", "@100")
     shown = {k: v for k, v in metrics.items() if k.endswith(headline) or k in ("n_users", *fit_report_keys)}

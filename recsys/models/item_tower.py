@@ -103,7 +103,7 @@ class ItemTower(nn.Module):
         """The gate α of every catalog item (eval mode: no ID dropout), for reports."""
         was_training = self.training
         self.eval()
-        rows = torch.arange(2, len(self.id_rows), device=self.id_rows.device)
+        rows = torch.arange(COLD_IDX + 1, len(self.id_rows), device=self.id_rows.device)  # catalog rows
         alpha = torch.cat([self.fuse(rows[i : i + chunk])[1].float() for i in range(0, len(rows), chunk)])
         self.train(was_training)
         return alpha.cpu().numpy()

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-FIRST_ITEM_IDX = 2  # item_idx rows 0/1 are padding and the cold row (recsys.data.dataset)
+from recsys.data.dataset import FIRST_ITEM_IDX
+
 NEGATIVE_POOLS = ("catalog", "trained")
 SAMPLINGS = ("uniform", "popularity")
 

@@ -229,21 +229,14 @@ class TwoTowerModule(L.LightningModule):
         from_batch = logq in ("in_batch", "both") and len(batch_ids) > 0
         if not (sampled or from_batch):
             return None, None
-        n = len(negatives)
+        n, device = len(negatives), negatives.device
 
-        def expected(items: torch.Tensor, use_sampled: bool, use_batch: bool) -> torch.Tensor:
-            return self.negatives.shared_log_q(items, n, n_positions, use_sampled, use_batch)
+        def expected(items: torch.Tensor) -> torch.Tensor:
+            return self.negatives.shared_log_q(items, n, n_positions, sampled, from_batch)
 
-        zeros = torch.zeros
-        shared = torch.cat(
-            [
-                expected(negatives, sampled, from_batch) if sampled else zeros(n, device=negatives.device),
-                expected(batch_ids, sampled, from_batch)
-                if from_batch
-                else zeros(len(batch_ids), device=negatives.device),
-            ]
-        )
-        return expected(target_ids, sampled, from_batch), shared
+        from_negatives = expected(negatives) if sampled else torch.zeros(n, device=device)
+        from_targets = expected(batch_ids) if from_batch else torch.zeros(len(batch_ids), device=device)
+        return expected(target_ids), torch.cat([from_negatives, from_targets])
 
     def _last_position_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, lengths, target = batch["history"], batch["lengths"], batch["target"]
