@@ -40,7 +40,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(two_stage)
         details.update(ranker_details)
     data = datamodule.dataset
-    metrics |= {"split": "test", "n_users": data.n_users, "n_items": data.n_items, "checkpoint": str(ckpt)}
+    metrics |= {"split": "test", "n_users": data.n_rows("test"), "n_users_dataset": data.n_users}
+    metrics |= {"n_items": data.n_items, "checkpoint": str(ckpt)}
     metrics["ranker_checkpoint"] = cfg.get("ranker_ckpt")
     if not trainer.is_global_zero:  # metrics are reduced over ranks; rank 0 writes them
         return metrics

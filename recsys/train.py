@@ -40,7 +40,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {
         **model.test_results,
         "split": "test",
-        "n_users": dataset.n_users,
+        "n_users": dataset.n_rows("test"),  # users the test metrics average over
+        "n_users_dataset": dataset.n_users,
         "n_items": dataset.n_items,
         **metrics,
     }

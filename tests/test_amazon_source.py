@@ -49,7 +49,8 @@ def test_manifest_counts_match_hand_computed(fixture_dataset):
 def test_catalog_rows_and_indexing(fixture_dataset):
     items = fixture_dataset.items.set_index("item_id")
     # warm items first (by id), then the rest (by id)
-    assert items["item_idx"].to_dict() == {"i1": 2, "i6": 3, "i2": 4, "i3": 5, "i4": 6, "i7": 7}
+    # i4 (no metadata, only ever a test target) is not in the catalog
+    assert items["item_idx"].to_dict() == {"i1": 2, "i6": 3, "i2": 4, "i3": 5, "i7": 6}
     assert items.loc["i1", "title"] == "Amélie"
     assert "<" not in items.loc["i1", "text"] and "Paris" in items.loc["i1", "text"]
     assert items.loc["i1", "text"].startswith("Title: Amélie [SEP] Genre: Independent, International")
@@ -57,20 +58,18 @@ def test_catalog_rows_and_indexing(fixture_dataset):
         "Director: Jean-Pierre Jeunet" in items.loc["i1", "text"] and "Year: 2001" in items.loc["i1", "text"]
     )
     assert list(items.loc["i2", "categories"]) == ["Comedy", "Romance"]  # backfilled from details Genre
-    assert items.loc["i4", "text"] == "" and items.loc["i4", "title"] == ""
-    assert items["train_count"].to_dict() == {"i1": 3, "i6": 2, "i2": 0, "i3": 0, "i4": 0, "i7": 0}
+    assert items["train_count"].to_dict() == {"i1": 3, "i6": 2, "i2": 0, "i3": 0, "i7": 0}
     emb = fixture_dataset.text_embeddings()
-    assert emb.shape == (8, 32)
-    assert np.all(emb[:2] == 0) and np.all(emb[6] == 0)  # padding, cold, and i4 (no text)
-    norms = np.linalg.norm(emb[[2, 3, 4, 5, 7]], axis=1)
+    assert emb.shape == (7, 32)
+    assert np.all(emb[:2] == 0)  # padding, cold
+    norms = np.linalg.norm(emb[[2, 3, 4, 5, 6]], axis=1)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
 
 
 def test_split_rows(fixture_dataset):
     test = fixture_dataset.read_split("test").to_pandas().set_index("user_id")
-    assert test.loc["u1", "target"] == 6  # i4
-    assert list(test.loc["u1", "history"]) == [3, 2, 4]  # i6, i1, i2 (oldest first)
-    assert list(test.loc["u3", "history"]) == [2]
+    assert list(test.index) == ["u3"]  # u1's and u2's test target (i4) left the catalog
+    assert test.loc["u3", "target"] == 4 and list(test.loc["u3", "history"]) == [2]  # i2 after i1
     val = fixture_dataset.read_split("val").to_pandas().set_index("user_id")
     assert set(val.index) == {"u1", "u2"} and val.loc["u2", "target"] == 4
     train = fixture_dataset.read_split("train").to_pandas()

@@ -31,12 +31,22 @@ def _tiny(path):
             "history": pa.array([[2, 3]], pa.list_(pa.int32())),
             "target": pa.array([4], pa.int32()),
             "timestamp": pa.array([1], pa.int64()),
+            "position": pa.array([2], pa.int64()),
+        }
+    )
+    interactions = pa.table(
+        {
+            "user_idx": pa.array([0, 0, 0], pa.int32()),
+            "item_idx": pa.array([2, 3, 4], pa.int32()),
+            "timestamp": pa.array([0, 0, 1], pa.int64()),
+            "role": pa.array([0, 0, 2], pa.int8()),
         }
     )
     emb = np.zeros((5, 4), np.float32)
     emb[2:4, 0] = 1.0
     info = {"n_catalog_items": 3, "n_users": 1}
-    return PreparedDataset.write(path, items, {"train": row, "val": row, "test": row}, emb, info)
+    splits = {"train": row, "val": row, "test": row}
+    return PreparedDataset.write(path, items, splits, interactions, emb, info)
 
 
 def test_roundtrip_and_cold_index_mapping(tmp_path):

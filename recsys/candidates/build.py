@@ -22,6 +22,7 @@ from recsys.features.ranker_features import (
     InteractionTimeline,
     ItemFeatureTables,
     ItemTransitions,
+    TimedTransitions,
     candidate_features,
 )
 
@@ -59,7 +60,7 @@ def build_candidates(
     settings: CandidateSettings,
     tables: ItemFeatureTables,
     timeline: InteractionTimeline,
-    transitions: ItemTransitions,
+    transitions: ItemTransitions | TimedTransitions,
     batch_size: int = 512,
     catalog: torch.Tensor | None = None,
 ) -> CandidateSet:
@@ -87,20 +88,28 @@ def build_candidates(
         )
         cand = result.topk
         scores = (user[:, None, :] * catalog[cand]).sum(-1)
-        # a seen item can only reach the top-k as a −inf filler when fewer than k items are unseen
-        seen_mask = torch.zeros_like(cand, dtype=torch.bool)
-        if len(seen_rows):
-            key = torch.as_tensor(seen_rows) * (dataset.n_items + 2) + torch.as_tensor(seen_items)
-            cand_key = torch.arange(len(idx))[:, None] * (dataset.n_items + 2) + cand
-            seen_mask = torch.isin(cand_key, key)
-        cand = torch.where(seen_mask, torch.zeros_like(cand), cand)
         if cand.shape[1] < k:
             cand = torch.nn.functional.pad(cand, (0, k - cand.shape[1]))
             scores = torch.nn.functional.pad(scores, (0, k - scores.shape[1]))
         scores = torch.where(cand == 0, torch.zeros_like(scores), scores)
-        recent = torch.from_numpy(timeline.counts(cand.numpy(), timestamps[idx], settings.window_ms))
+        as_of = timestamps[idx]
+        recent = torch.from_numpy(timeline.counts(cand.numpy(), as_of, settings.window_ms))
+        popularity = (
+            torch.from_numpy(timeline.counts(cand.numpy(), as_of, None))
+            if settings.features_as_of_request
+            else None
+        )
         feats = candidate_features(
-            tables, cand, scores, recent, transitions, batch["history"], batch["lengths"], last_n
+            tables,
+            cand,
+            scores,
+            recent,
+            transitions,
+            batch["history"],
+            batch["lengths"],
+            last_n,
+            as_of=as_of,
+            popularity=popularity,
         )
         hit = cand == batch["target"][:, None]
         pos = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(batch["target"], -1))

@@ -13,7 +13,12 @@ from recsys.candidates.build import CandidateSet, build_candidates
 from recsys.candidates.settings import CandidateSettings
 from recsys.data.datamodules import BatchedSplits
 from recsys.data.dataset import PreparedDataset
-from recsys.features.ranker_features import InteractionTimeline, ItemFeatureTables, ItemTransitions
+from recsys.features.ranker_features import (
+    InteractionTimeline,
+    ItemFeatureTables,
+    ItemTransitions,
+    TimedTransitions,
+)
 from recsys.models.two_tower_module import TwoTowerModule
 
 
@@ -64,6 +69,7 @@ class CandidateDataModule(BatchedSplits):
         recent_window_days: float = 14.0,
         last_n: int = 5,
         max_history: int | None = None,
+        features_as_of_request: bool | None = None,
         seed: int = 42,
         num_workers: int = 0,
     ):
@@ -72,7 +78,10 @@ class CandidateDataModule(BatchedSplits):
             raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
         # the ranker checkpoint stores these hyperparameters: CandidateSettings.from_checkpoint
         self.save_hyperparameters()
-        self.settings = CandidateSettings(num_candidates, last_n, recent_window_days, max_history)
+        self.settings = CandidateSettings(
+            num_candidates, last_n, recent_window_days, max_history, bool(features_as_of_request)
+        )
+        self._as_of_given = features_as_of_request is not None
         self.retrieval_ckpt = Path(retrieval_ckpt)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -99,6 +108,10 @@ class CandidateDataModule(BatchedSplits):
             if self.settings.max_history is None:
                 cap = self.dataset.manifest["config"].get("max_history")
                 self.settings = replace(self.settings, max_history=cap)
+            if not self._as_of_given:  # the split decides: honest counts wherever time is the protocol
+                as_of = self.dataset.manifest.get("split") == "global_temporal"
+                self.settings = replace(self.settings, features_as_of_request=as_of)
+                self.hparams["features_as_of_request"] = as_of  # the checkpoint stores the resolved value
         return self.retrieval
 
     @property
@@ -117,8 +130,12 @@ class CandidateDataModule(BatchedSplits):
         tables = ItemFeatureTables.from_dataset(self.dataset)
         timeline = InteractionTimeline.from_dataset(self.dataset)
         catalog = model.encode_catalog()
-        # transitions known before each split's targets: train sequences for val, + val for test
-        known = {"val": ("train",), "test": ("train", "val")}
+        if self.settings.features_as_of_request:
+            timed = TimedTransitions.from_dataset(self.dataset)
+            transitions = {"val": timed, "test": timed}
+        else:  # transitions known before each split's targets: train sequences for val, + val for test
+            known = {"val": ("train",), "test": ("train", "val")}
+            transitions = {s: ItemTransitions.from_dataset(self.dataset, known[s]) for s in known}
         built = {
             split: build_candidates(
                 model,
@@ -127,7 +144,7 @@ class CandidateDataModule(BatchedSplits):
                 self.settings,
                 tables,
                 timeline,
-                ItemTransitions.from_dataset(self.dataset, known[split]),
+                transitions[split],
                 catalog=catalog,
             )
             for split in ("val", "test")

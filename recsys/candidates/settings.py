@@ -22,6 +22,9 @@ class CandidateSettings:
     last_n: int = 5  # recent history items behind the text_similarity feature
     recent_window_days: float = 14.0  # window of the recent_popularity feature
     max_history: int | None = None  # history cap of the user tower (None: the dataset's)
+    # popularity and transition counts from every interaction strictly before each request
+    # (False: train counts and training sequences, the leave-one-out convention; see README)
+    features_as_of_request: bool = False
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1 or self.last_n < 1 or self.recent_window_days <= 0:

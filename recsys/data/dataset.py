@@ -17,7 +17,12 @@ from recsys.utils.artifacts import ManifestError, atomic_directory, read_manifes
 PAD_IDX, COLD_IDX, FIRST_ITEM_IDX = 0, 1, 2
 SPLITS = ("train", "val", "test")
 ITEM_COLUMNS = ("item_idx", "item_id", "title", "text", "categories", "train_count", "is_warm")
-ROW_COLUMNS = ("user_id", "user_idx", "history", "target", "timestamp")
+ROW_COLUMNS = ("user_id", "user_idx", "history", "target", "timestamp", "position")
+# every interaction after the filters, sorted by (user_idx, timestamp), ties in source order; a
+# split row's ``position`` is its target's row here. Seen sets, feature counts and serving
+# histories are built from this table, so none depends on which interactions are some row's target.
+INTERACTIONS_FILE = "interactions.parquet"
+INTERACTION_COLUMNS = ("user_idx", "item_idx", "timestamp", "role")
 EMBEDDINGS_FILE = "text_embeddings.npy"
 
 
@@ -32,7 +37,7 @@ class PreparedDataset:
     def load(cls, path: str | Path, verify: bool = True) -> PreparedDataset:
         path = Path(path)
         manifest = read_manifest(path, verify=verify)
-        for name in ("items.parquet", *(f"{s}.parquet" for s in SPLITS), EMBEDDINGS_FILE):
+        for name in ("items.parquet", *(f"{s}.parquet" for s in SPLITS), INTERACTIONS_FILE, EMBEDDINGS_FILE):
             if name not in manifest["files"]:
                 raise ManifestError(f"{path}: manifest lists no {name}; not a prepared dataset")
         return cls(path, manifest)
@@ -42,6 +47,7 @@ class PreparedDataset:
         path: str | Path,
         items: pd.DataFrame,
         splits: dict[str, pa.Table],
+        interactions: pa.Table,
         text_embeddings: np.ndarray,
         info: dict[str, Any],
     ) -> PreparedDataset:
@@ -60,6 +66,12 @@ class PreparedDataset:
             for name in SPLITS:
                 table = splits[name].select(list(ROW_COLUMNS))
                 pq.write_table(table, staging / f"{name}.parquet", compression="zstd", row_group_size=1 << 20)
+            pq.write_table(
+                interactions.select(list(INTERACTION_COLUMNS)),
+                staging / INTERACTIONS_FILE,
+                compression="zstd",
+                row_group_size=1 << 20,
+            )
             np.save(staging / EMBEDDINGS_FILE, np.ascontiguousarray(text_embeddings, dtype=np.float32))
             manifest = write_manifest(staging, info)
         return PreparedDataset(path, manifest)
@@ -73,6 +85,10 @@ class PreparedDataset:
             raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
         return pq.read_table(self.path / f"{name}.parquet", columns=columns)
 
+    def interactions(self, columns: list[str] | None = None) -> pa.Table:
+        """Every interaction, sorted by (user_idx, timestamp); ``role`` as in ``recsys.data.splitting``."""
+        return pq.read_table(self.path / INTERACTIONS_FILE, columns=columns)
+
     def text_embeddings(self, mmap: bool = True) -> np.ndarray:
         return np.load(self.path / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
 
@@ -84,6 +100,10 @@ class PreparedDataset:
     @property
     def n_users(self) -> int:
         return int(self.manifest["n_users"])
+
+    def n_rows(self, split: str) -> int:
+        """Rows (one per user and target) of a split: what a metric over that split averages."""
+        return int(self.manifest["n_rows"][split])
 
 
 def flatten_lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

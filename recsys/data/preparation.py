@@ -21,6 +21,7 @@ from recsys.data.filtering import InteractionFilters, apply_pair_filters
 from recsys.data.sources.base import InteractionSource
 from recsys.data.sources.jsonl import DataFormatError
 from recsys.data.splitting import (
+    HELD_OUT,
     HISTORY_ONLY,
     TEST,
     TRAIN,
@@ -33,6 +34,9 @@ from recsys.data.text_embeddings import TextEncoder, embed_texts
 from recsys.utils.artifacts import ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
+
+# bumped when the prepared directory's layout changes: older directories are prepared again
+PREPARED_FORMAT = 2  # 2: interactions.parquet and the rows' ``position``
 
 
 def peak_rss_gib() -> float:
@@ -112,6 +116,7 @@ class DatasetPreparer:
 
     def config(self) -> dict[str, Any]:
         return {
+            "format": PREPARED_FORMAT,
             "source": _describe(self.source),
             "filters": _describe(self.filters),
             "split": _describe(self.splitter),
@@ -214,22 +219,38 @@ class DatasetPreparer:
         has_code = position >= 0  # metadata-only items never occur in interactions
         code_to_idx[position[has_code]] = items["item_idx"].to_numpy()[has_code]
         s_items = code_to_idx[s_items]
+        # interactions with items left out of the catalog (no metadata, no training interaction)
+        in_catalog = s_items >= 0
+        stats["dropped_interactions_uncatalogued_items"] = int((~in_catalog).sum())
+        stats["dropped_eval_targets_uncatalogued_items"] = int((~in_catalog & (role >= VAL)).sum())
+        s_users, s_items, s_ts = s_users[in_catalog], s_items[in_catalog], s_ts[in_catalog]
+        role, trainable = role[in_catalog], trainable[in_catalog]
+        role = np.where(trainable | (role >= VAL), role, HELD_OUT).astype(np.int8)
 
         splits = {}
         for name, label in (("train", TRAIN), ("val", VAL), ("test", TEST)):
-            rows = trainable if label == TRAIN else slice(None)  # held-out items never feed training
+            rows = np.flatnonzero(trainable) if label == TRAIN else np.arange(len(role))
             columns = history_rows(
                 s_users[rows],
                 s_items[rows],
                 s_ts[rows],
                 np.flatnonzero(role[rows] == label),
                 self.max_history,
+                positions=rows,  # held-out items never feed training rows
             )
             columns["user_id"] = pa.chunked_array(
                 [pa.array(user_ids[chunk.to_numpy()].astype(str)) for chunk in columns["user_idx"].chunks],
                 type=pa.string(),
             )
             splits[name] = pa.table(columns)
+        interactions = pa.table(
+            {
+                "user_idx": pa.array(s_users.astype(np.int32)),
+                "item_idx": pa.array(s_items.astype(np.int32)),
+                "timestamp": pa.array(s_ts.astype(np.int64)),
+                "role": pa.array(role),
+            }
+        )
         lap("build_rows")
 
         texts = items.sort_values("item_idx")["text"].tolist()
@@ -245,6 +266,7 @@ class DatasetPreparer:
             "config": self.config(),
             "config_fingerprint": self.fingerprint(),
             "n_users": len(user_ids),
+            "split": self.splitter.name,
             "n_items_interacted": int(np.unique(s_items).size),
             "n_catalog_items": len(items),
             "n_warm_items": int(items["is_warm"].sum()),
@@ -260,7 +282,9 @@ class DatasetPreparer:
             "timings": timings,
             "peak_rss_gib_after": peak_rss,
         }
-        dataset = PreparedDataset.write(self.processed_dir, items, splits, text_embeddings, info)
+        dataset = PreparedDataset.write(
+            self.processed_dir, items, splits, interactions, text_embeddings, info
+        )
         lap("write")
         dataset.manifest["timings"] = timings  # the write time is known only after the manifest
         log.info("prepared %s in %.1fs", self.processed_dir, time.perf_counter() - t0)
@@ -269,11 +293,21 @@ class DatasetPreparer:
     def _catalog(
         self, item_ids: np.ndarray, s_items: np.ndarray, role: np.ndarray, stats: Counter
     ) -> pd.DataFrame:
-        """Every item with metadata plus every interacted item, with train counts and item_idx."""
+        """Every item with metadata plus every interacted item with a training interaction.
+
+        An interacted item without metadata whose only interactions are val/test targets (or
+        history-only / held out) is left out, with those interactions: it would enter the
+        catalog only because it is some user's evaluation target (a leak a ranker reading
+        ``is_cold`` and empty text could learn), and nothing could represent it anyway.
+        """
         meta = self.source.read_items()
         interacted = item_ids[np.unique(s_items)]
         missing_meta = pd.Index(interacted).difference(pd.Index(meta["item_id"]))
         stats["interacted_items_without_metadata"] = len(missing_meta)
+        trained = pd.Index(item_ids[np.unique(s_items[role == TRAIN])])
+        untrained = missing_meta.difference(trained)
+        stats["dropped_items_without_metadata_or_training"] = len(untrained)
+        missing_meta = missing_meta.intersection(trained)
         if len(missing_meta):
             meta = pd.concat(
                 [

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from recsys.data.dataset import PreparedDataset, flatten_lists
+from recsys.data.dataset import PreparedDataset
+from recsys.data.splitting import ragged_indices
 
 
 @dataclass
@@ -32,30 +31,23 @@ class SeenItems:
 
     @classmethod
     def for_split(cls, dataset: PreparedDataset, split: str) -> SeenItems:
-        """Every earlier item of each user: train interactions, earlier eval rows, own history.
+        """Every item each user interacted with before their ``split`` target (any role: train,
+        earlier targets, history-only), read off the interactions table by the row's position."""
+        rows = dataset.read_split(split, ["user_idx", "position"])
+        seq = dataset.interactions(["user_idx", "item_idx"])
+        seq_users = seq["user_idx"].to_numpy()
+        starts = np.searchsorted(seq_users, rows["user_idx"].to_numpy(), side="left")
+        ends = rows["position"].to_numpy()
+        lengths = ends - starts
+        users = np.repeat(rows["user_idx"].to_numpy(), lengths)
+        items = seq["item_idx"].to_numpy()[ragged_indices(starts, lengths)]
+        return cls.from_pairs(users, items, dataset.n_users)
 
-        Train rows are sliding windows over a prefix, so their targets plus the first history
-        item of each user's first row are all of a user's training interactions, whatever the
-        history cap.
-        """
-        parts_u, parts_i = [], []
-        train = dataset.read_split("train", ["user_idx", "history", "target"])
-        parts_u.append(train["user_idx"].to_numpy())
-        parts_i.append(train["target"].to_numpy())
-        first_of_user = np.unique(train["user_idx"].to_numpy(), return_index=True)[1]
-        heads = pc.list_element(train["history"].take(pa.array(first_of_user)), 0)
-        parts_u.append(train["user_idx"].to_numpy()[first_of_user])
-        parts_i.append(heads.to_numpy())
-        earlier = {"val": [], "test": ["val"]}[split]
-        for name in [*earlier, split]:
-            table = dataset.read_split(name, ["user_idx", "history", "target"])
-            values, lengths = flatten_lists(table["history"])
-            parts_u.append(np.repeat(table["user_idx"].to_numpy(), lengths))
-            parts_i.append(values)
-            if name != split:
-                parts_u.append(table["user_idx"].to_numpy())
-                parts_i.append(table["target"].to_numpy())
-        return cls.from_pairs(np.concatenate(parts_u), np.concatenate(parts_i), dataset.n_users)
+    @classmethod
+    def all_interactions(cls, dataset: PreparedDataset) -> SeenItems:
+        """Every item each user ever interacted with: what serving excludes."""
+        seq = dataset.interactions(["user_idx", "item_idx"])
+        return cls.from_pairs(seq["user_idx"].to_numpy(), seq["item_idx"].to_numpy(), dataset.n_users)
 
     def batch(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row in batch, item_idx) pairs for the given users."""

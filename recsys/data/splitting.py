@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-TRAIN, VAL, TEST, HISTORY_ONLY = 0, 1, 2, -1
+TRAIN, VAL, TEST, HISTORY_ONLY, HELD_OUT = 0, 1, 2, -1, -2
+# HISTORY_ONLY: a real interaction that is no row's target (global_temporal: after the val cut);
+# HELD_OUT: a training interaction kept out of every training row and feature count (cold_items)
 
 
 def sequence_order(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
@@ -116,27 +118,33 @@ def history_rows(
     sorted_timestamps: np.ndarray,
     targets: np.ndarray,
     max_history: int,
+    positions: np.ndarray | None = None,
     chunk_rows: int = 1 << 18,
 ) -> dict[str, pa.ChunkedArray]:
-    """Columns ``user_idx, history, target, timestamp`` for the given target rows, vectorized.
+    """Columns ``user_idx, history, target, timestamp, position`` for the given target rows.
 
     Each history is the user's items strictly before the target, oldest first, capped to the
-    most recent ``max_history``; rows with an empty history are dropped. Rows are built in
-    chunks so temporary index arrays stay bounded (≈ chunk_rows × max_history).
+    most recent ``max_history``; rows with an empty history are dropped. ``position`` is the
+    target's row in the full interactions table (``positions[i]`` for sorted row i; i itself
+    when the arrays are that table). Rows are built in chunks so temporary index arrays stay
+    bounded (≈ chunk_rows × max_history).
     """
     start, _, _ = user_bounds(sorted_users)
     targets = np.asarray(targets, dtype=np.int64)
-    columns: dict[str, list] = {"user_idx": [], "history": [], "target": [], "timestamp": []}
+    positions = np.arange(len(sorted_users), dtype=np.int64) if positions is None else positions
+    columns: dict[str, list] = {"user_idx": [], "history": [], "target": [], "timestamp": [], "position": []}
     for lo in range(0, max(len(targets), 1), chunk_rows):
         history, kept = _history_chunk(sorted_items, start, targets[lo : lo + chunk_rows], max_history)
         columns["history"].append(history)
         columns["user_idx"].append(pa.array(sorted_users[kept].astype(np.int32)))
         columns["target"].append(pa.array(sorted_items[kept].astype(np.int32)))
         columns["timestamp"].append(pa.array(sorted_timestamps[kept].astype(np.int64)))
+        columns["position"].append(pa.array(positions[kept].astype(np.int64)))
     types = {
         "user_idx": pa.int32(),
         "history": pa.list_(pa.int32()),
         "target": pa.int32(),
         "timestamp": pa.int64(),
+        "position": pa.int64(),
     }
     return {name: pa.chunked_array(parts, type=types[name]) for name, parts in columns.items()}

@@ -6,6 +6,10 @@ not retrieved. Here scores are produced one item chunk at a time and reduced on 
 (a) the number of items that outrank the target and (b) a running top-K.
 
 Ties are ranked pessimistically: an item scoring exactly the target's score ranks above it.
+A target the user has already interacted with (a repeat, kept when ``deduplicate=false``) is
+excluded like every seen item, so it is a miss at every k (rank ``n_catalog``): serving never
+shows it, and the two-stage lists built from these top-K lists cannot hold it either. Top-K
+slots past the user's unseen items (tiny catalogs, large k) hold item 0 (padding).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def rank_full_catalog(
     seen_rows_t = torch.as_tensor(seen_rows, device=device)
     seen_items_t = torch.as_tensor(seen_items, device=device)
     ranks = torch.zeros(batch, dtype=torch.long, device=device)
+    repeat = torch.zeros(batch, dtype=torch.bool, device=device)
     top_scores = torch.full((batch, 0), float("-inf"), device=device)
     top_items = torch.zeros((batch, 0), dtype=torch.long, device=device)
     end = FIRST_ITEM_IDX + n_catalog
@@ -62,6 +67,7 @@ def rank_full_catalog(
         rows = torch.nonzero((targets >= lo) & (targets < hi)).squeeze(1)
         cols = targets[rows] - lo
         own = scores[rows, cols].clone()
+        repeat[rows] |= own == float("-inf")  # masked as seen: the user already has it
         scores[rows, cols] = float("-inf")  # the target does not outrank itself
         ranks += (scores >= target_scores[:, None]).sum(dim=1)
         scores[rows, cols] = own
@@ -72,6 +78,8 @@ def rank_full_catalog(
         keep = min(k_max, merged_scores.shape[1])
         top_scores, order = merged_scores.topk(keep, dim=1)
         top_items = merged_items.gather(1, order)
+    ranks = torch.where(repeat, torch.full_like(ranks, n_catalog), ranks)
+    top_items = top_items.masked_fill(top_scores == float("-inf"), 0)  # seen fillers -> padding
     return RankResult(ranks=ranks, topk=top_items)
 
 
@@ -107,6 +115,9 @@ def rank_static_scores(
     seen_counts = torch.zeros(len(targets), dtype=torch.long, device=device)
     seen_counts.index_add_(0, seen_rows_t, outranking_seen.long())
     ranks = at_least - 1 - seen_counts
+    repeat = torch.zeros(len(targets), dtype=torch.bool, device=device)
+    repeat[seen_rows_t[seen_items_t == targets[seen_rows_t]]] = True
+    ranks = torch.where(repeat, torch.full_like(ranks, len(scores) - FIRST_ITEM_IDX), ranks)
     # top-K: the global order's head, each user's seen items skipped
     per_user = torch.bincount(seen_rows_t, minlength=len(targets))
     head = order[: k_max + int(per_user.max()) if len(seen_rows_t) else k_max]
@@ -115,7 +126,8 @@ def rank_static_scores(
     skip = torch.zeros(len(targets), len(head) + 1, dtype=torch.bool, device=device)
     skip[seen_rows_t, position[seen_items_t]] = True
     keep_first = torch.argsort(skip[:, :-1].to(torch.int8), dim=1, stable=True)[:, :k_max]
-    return RankResult(ranks=ranks, topk=head[keep_first])
+    topk = head[keep_first].masked_fill(skip[:, :-1].gather(1, keep_first), 0)  # seen fillers -> padding
+    return RankResult(ranks=ranks, topk=topk)
 
 
 def static_order(scores: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists, item_arrays
+from recsys.data.splitting import HELD_OUT, user_bounds
 
 FEATURES = (
     "score",
@@ -67,16 +68,12 @@ class InteractionTimeline:
         return cls(np.sort((items << _TS_BITS) | ts))
 
     @classmethod
-    def from_dataset(
-        cls, dataset: PreparedDataset, splits: tuple[str, ...] = ("train", "val")
-    ) -> InteractionTimeline:
-        """Targets of the given splits: every timed interaction (a user's first item has no time)."""
-        items, ts = [], []
-        for split in splits:
-            table = dataset.read_split(split, ["target", "timestamp"])
-            items.append(table["target"].to_numpy())
-            ts.append(table["timestamp"].to_numpy())
-        return cls.from_arrays(np.concatenate(items), np.concatenate(ts))
+    def from_dataset(cls, dataset: PreparedDataset) -> InteractionTimeline:
+        """Every known interaction of the dataset (all roles but held-out ones): each request
+        counts only those strictly before its own time, whichever split it belongs to."""
+        table = dataset.interactions(["item_idx", "timestamp", "role"])
+        known = table["role"].to_numpy() != HELD_OUT
+        return cls.from_arrays(table["item_idx"].to_numpy()[known], table["timestamp"].to_numpy()[known])
 
     @property
     def end(self) -> int:
@@ -84,8 +81,11 @@ class InteractionTimeline:
         mask = (1 << _TS_BITS) - 1
         return int((self.keys & mask).max()) + 1 if len(self.keys) else 0
 
-    def counts(self, items: np.ndarray, as_of: np.ndarray | int, window_ms: int) -> np.ndarray:
-        """Interactions of ``items`` in [as_of − window, as_of); ``as_of`` broadcasts over items' rows."""
+    def counts(self, items: np.ndarray, as_of: np.ndarray | int, window_ms: int | None) -> np.ndarray:
+        """Interactions of ``items`` in [as_of − window, as_of) (all before ``as_of`` when the window
+        is None); ``as_of`` broadcasts over items' rows."""
+        if window_ms is None:
+            window_ms = 1 << _TS_BITS
         items = np.asarray(items, dtype=np.int64)
         as_of = np.asarray(as_of, dtype=np.int64)
         if as_of.ndim == 1 and items.ndim == 2:
@@ -127,8 +127,17 @@ class ItemTransitions:
                 ok = lengths >= step
                 sources.append(values[ends[ok] - step])
                 targets.append(target[ok])
-        rows, cols = np.concatenate(sources), np.concatenate(targets)
-        matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
+        return cls.from_pairs(np.concatenate(sources), np.concatenate(targets), n, window)
+
+    @classmethod
+    def from_interactions(cls, dataset: PreparedDataset, window: int = 3) -> ItemTransitions:
+        """Every known interaction's pairs: what serving, at the end of the data, knows."""
+        source, target, _ = transition_pairs(dataset, window)
+        return cls.from_pairs(source, target, dataset.n_items + FIRST_ITEM_IDX, window)
+
+    @classmethod
+    def from_pairs(cls, sources: np.ndarray, targets: np.ndarray, n: int, window: int) -> ItemTransitions:
+        matrix = sp.csr_matrix((np.ones(len(sources), dtype=np.float32), (sources, targets)), shape=(n, n))
         return cls(matrix, window)
 
     def lookup(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -143,8 +152,11 @@ class ItemTransitions:
         hit = known & (self._keys[pos] == query)
         return np.where(hit, self.matrix.data[pos], 0).astype(np.float32)
 
-    def counts(self, last_items: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """[B, K] sum over each user's ``last_items`` [B, n] (0 = none) of transitions to candidates."""
+    def counts(
+        self, last_items: np.ndarray, candidates: np.ndarray, as_of: np.ndarray | None = None
+    ) -> np.ndarray:
+        """[B, K] sum over each user's ``last_items`` [B, n] (0 = none) of transitions to candidates
+        (every pair the matrix holds: ``as_of`` is ignored)."""
         last_items, candidates = np.asarray(last_items), np.asarray(candidates)
         if last_items.size <= _ROW_SEARCH_MAX:
             return self._counts_by_row(last_items, candidates)
@@ -167,6 +179,70 @@ class ItemTransitions:
                 pos = np.searchsorted(cols, candidates[b]).clip(max=hi - lo - 1)
                 out[b] += np.where(cols[pos] == candidates[b], m.data[lo:hi][pos], 0)
         return out
+
+
+def transition_pairs(dataset: PreparedDataset, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(earlier item, later item, later item's time) for every pair within ``window`` steps of a
+    user's known sequence (held-out interactions left out, as if they had not happened)."""
+    table = dataset.interactions(["user_idx", "item_idx", "timestamp", "role"])
+    known = table["role"].to_numpy() != HELD_OUT
+    users = table["user_idx"].to_numpy()[known]
+    items = table["item_idx"].to_numpy()[known].astype(np.int64)
+    times = table["timestamp"].to_numpy()[known]
+    _, pos, _ = user_bounds(users)
+    sources, targets, when = [], [], []
+    for step in range(1, window + 1):
+        later = np.flatnonzero(pos >= step)
+        sources.append(items[later - step])
+        targets.append(items[later])
+        when.append(times[later])
+    return np.concatenate(sources), np.concatenate(targets), np.concatenate(when)
+
+
+@dataclass
+class TimedTransitions:
+    """Transition counts as of a request: only pairs whose later item came strictly before it.
+
+    Keys pack (pair id, rank of the pair's time among all distinct times), sorted, so a batch of
+    (source, candidate, as_of) lookups is three vectorized binary searches.
+    """
+
+    pairs: np.ndarray  # distinct source * n + target, sorted
+    times: np.ndarray  # distinct timestamps, sorted
+    keys: np.ndarray  # pair id << time_bits | time rank, sorted
+    time_bits: int
+    n: int
+    window: int = 3
+
+    @classmethod
+    def from_dataset(cls, dataset: PreparedDataset, window: int = 3) -> TimedTransitions:
+        n = dataset.n_items + FIRST_ITEM_IDX
+        source, target, when = transition_pairs(dataset, window)
+        pairs, pair_id = np.unique(source * n + target, return_inverse=True)
+        times, time_rank = np.unique(when, return_inverse=True)
+        time_bits = max(len(times).bit_length(), 1)
+        if len(pairs).bit_length() + time_bits > 62:
+            raise ValueError(f"{len(pairs)} pairs × {len(times)} times do not fit the packed int64 keys")
+        keys = np.sort((pair_id.astype(np.int64) << time_bits) | time_rank.astype(np.int64))
+        return cls(pairs, times, keys, time_bits, n, window)
+
+    def counts(
+        self, last_items: np.ndarray, candidates: np.ndarray, as_of: np.ndarray | None = None
+    ) -> np.ndarray:
+        """[B, K] like ``ItemTransitions.counts``, counting pairs timed strictly before ``as_of`` [B]."""
+        if as_of is None:
+            raise ValueError("TimedTransitions.counts needs each request's time (as_of)")
+        last_items = np.asarray(last_items, dtype=np.int64)[:, :, None]  # [B, w, 1]
+        candidates = np.asarray(candidates, dtype=np.int64)[:, None, :]  # [B, 1, K]
+        query = last_items * self.n + candidates
+        if not len(self.pairs):
+            return np.zeros((query.shape[0], query.shape[2]), dtype=np.float32)
+        pid = np.searchsorted(self.pairs, query).clip(max=len(self.pairs) - 1)
+        found = (last_items > 0) & (self.pairs[pid] == query)
+        before = np.searchsorted(self.times, np.asarray(as_of, dtype=np.int64), side="left")[:, None, None]
+        base = pid << self.time_bits
+        count = np.searchsorted(self.keys, base | before) - np.searchsorted(self.keys, base)
+        return np.where(found, count, 0).sum(axis=1).astype(np.float32)
 
 
 def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -210,15 +286,27 @@ def candidate_features(
     candidates: torch.Tensor,
     scores: torch.Tensor,
     recent_counts: torch.Tensor,
-    transitions: ItemTransitions,
+    transitions: ItemTransitions | TimedTransitions,
     history: torch.Tensor,
     lengths: torch.Tensor,
     last_n: int = 5,
+    as_of: np.ndarray | None = None,
+    popularity: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[B, K, len(FEATURES)] for candidate item_idx [B, K] of users with right-padded ``history``."""
+    """[B, K, len(FEATURES)] for candidate item_idx [B, K] of users with right-padded ``history``.
+
+    ``as_of`` [B] (request times) feeds timed transitions; ``popularity`` [B, K] (interaction
+    counts before each request) replaces the tables' train-count popularity when given.
+    """
     batch, k = candidates.shape
     rank = torch.log1p(torch.arange(k, dtype=torch.float32, device=candidates.device)).expand(batch, k)
-    follows = transitions.counts(last_items(history, lengths, transitions.window).numpy(), candidates.numpy())
+    last = last_items(history, lengths, transitions.window).numpy()
+    follows = transitions.counts(last, candidates.numpy(), as_of)
+    log_popularity = (
+        gather_rows(tables.log_popularity, candidates)
+        if popularity is None
+        else torch.log1p(popularity.float())
+    )
     last = last_items(history, lengths, last_n)
     valid = last > 0
     last_texts = gather_rows(tables.text, last) * valid[..., None]
@@ -228,7 +316,7 @@ def candidate_features(
         [
             scores.float(),
             rank,
-            gather_rows(tables.log_popularity, candidates),
+            log_popularity,
             torch.log1p(recent_counts.float()),
             text_sim,
             gather_rows(tables.is_cold, candidates),

@@ -105,6 +105,8 @@ class RankerModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
         mask = batch["mask"]
+        # a target past the K retrieved is a miss: two-stage MRR is cut at K and named mrr@K
+        self.two_stage_metrics.mrr_cutoff = int(batch["candidates"].shape[1])
         self.two_stage_metrics.update(
             self._ranks(batch, logits), batch["target"], reranked(logits, batch["candidates"], mask)
         )
@@ -132,6 +134,8 @@ class RankerModule(L.LightningModule):
             metric.reset()
         results.update({f"ranking/{k}": float(v) for k, v in self.ranking_metrics.compute().items()})
         self.ranking_metrics.reset()
+        if self.trainer.datamodule is not None:  # which feature counts these lists were built with
+            results["features_as_of_request"] = bool(self.trainer.datamodule.settings.features_as_of_request)
         self.test_results = results
         self.log_dict(
             {k: results[k] for k in ("two_stage/ndcg@10", "retrieval/ndcg@10") if k in results},

@@ -1,10 +1,11 @@
 """The serving bundle: plain exported artifacts the inference graph loads (never checkpoints).
 
 Files (every one hashed in ``manifest.json``, verified on load):
-- ``items.parquet``: item_idx, item_id, title, categories, popularity (train interactions),
-  recent_popularity (interactions in the ranker's window before the end of the data), is_warm
-- ``users.parquet``: user_id, history (item_id strings, oldest first, capped at max_history),
-  timestamps (ms; null for a user's first item, whose time the prepared dataset does not keep)
+- ``items.parquet``: item_idx, item_id, title, categories, popularity (train interactions, or
+  every known one when the ranker's features are as of the request), recent_popularity
+  (interactions in the ranker's window before the end of the data), is_warm
+- ``users.parquet``: every user of the dataset: user_id, history (item_id strings of all their
+  interactions, whatever split role, oldest first, capped at max_history), timestamps (ms)
 - ``item_embeddings.npy``: float32 [n_items, d], row i = items.parquet row i (item_idx = i + 2)
 - ``user_embeddings.npy``: float32 [n_users, d], known users' vectors (row = users.parquet row)
 - ``text_embeddings.npy``: float32 [n_items + 2, text_dim] (ranker text feature, cold path)

@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import save_file
 
 from recsys.candidates.settings import CandidateSettings
-from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
 from recsys.data.seen_items import SeenItems
-from recsys.data.splitting import offsets_from_lengths
+from recsys.data.splitting import user_bounds
 from recsys.features.ranker_features import InteractionTimeline, ItemTransitions
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.item_tower import ItemTower
@@ -46,59 +46,41 @@ class BundleParts:
 
 
 def user_histories(dataset: PreparedDataset, max_history: int) -> pd.DataFrame:
-    """Each user's most recent items (all interactions up to the test target), with times."""
-    test = dataset.read_split("test", ["user_id", "user_idx", "history", "target", "timestamp"])
-    values, lengths = flatten_lists(test["history"])
-    users = test["user_idx"].to_numpy()
-    offsets = offsets_from_lengths(lengths)
-    # the full sequence = history + test target; keep the last max_history of it
-    seq_users = np.concatenate([np.repeat(users, lengths), users])
-    seq_items = np.concatenate([values, test["target"].to_numpy()])
-    seq_pos = np.concatenate([np.arange(len(values)) - np.repeat(offsets[:-1], lengths), lengths])
-    order = np.lexsort((seq_pos, seq_users))
-    seq_users, seq_items, seq_pos = seq_users[order], seq_items[order], seq_pos[order]
-    total = np.bincount(seq_users, minlength=dataset.n_users)
-    keep = seq_pos >= (total[seq_users] - max_history)
-    seq_users, seq_items = seq_users[keep], seq_items[keep]
-    # times: every timed interaction is some row's target
+    """Every user's most recent ``max_history`` interactions (any role), oldest first, with times."""
+    seq = dataset.interactions(["user_idx", "item_idx", "timestamp"])
+    users = seq["user_idx"].to_numpy()
+    _, pos, length = user_bounds(users)
+    keep = pos >= length - max_history
+    users, items, times = users[keep], seq["item_idx"].to_numpy()[keep], seq["timestamp"].to_numpy()[keep]
     n = dataset.n_items + FIRST_ITEM_IDX
-    keys, times = [], []
-    for split in ("train", "val", "test"):
-        t = dataset.read_split(split, ["user_idx", "target", "timestamp"])
-        keys.append(t["user_idx"].to_numpy().astype(np.int64) * n + t["target"].to_numpy())
-        times.append(t["timestamp"].to_numpy())
-    keys, times = np.concatenate(keys), np.concatenate(times)
-    by_key = np.argsort(keys)
-    query = seq_users.astype(np.int64) * n + seq_items
-    pos = np.clip(np.searchsorted(keys, query, sorter=by_key), 0, len(keys) - 1)
-    found = keys[by_key[pos]] == query
-    seq_times = np.where(found, times[by_key[pos]], -1)
     item_ids = dataset.items.set_index("item_idx")["item_id"]
     id_of = np.empty(n, dtype=object)
     id_of[item_ids.index.to_numpy()] = item_ids.to_numpy()
-    present, counts = np.unique(seq_users, return_counts=True)  # = the test users, sorted
+    present, counts = np.unique(users, return_counts=True)
     splits = np.cumsum(counts)[:-1]
-    user_ids = pd.Series(test["user_id"].to_numpy(zero_copy_only=False), index=users)
     return pd.DataFrame(
         {
             "user_idx": present,
-            "user_id": user_ids.loc[present].to_numpy(),
-            "history": [list(x) for x in np.split(id_of[seq_items], splits)],
-            "history_idx": np.split(seq_items, splits),  # for export only, not written
-            "timestamps": [[int(t) if t >= 0 else None for t in x] for x in np.split(seq_times, splits)],
+            "user_id": user_ids(dataset)[present],
+            "history": [list(x) for x in np.split(id_of[items], splits)],
+            "history_idx": np.split(items, splits),  # for export only, not written
+            "timestamps": [[int(t) for t in x] for x in np.split(times, splits)],
         }
     )
 
 
+def user_ids(dataset: PreparedDataset) -> np.ndarray:
+    """user_id by user_idx (every user has rows in some split or in the interactions table)."""
+    ids = np.empty(dataset.n_users, dtype=object)
+    for split in ("train", "val", "test"):
+        table = dataset.read_split(split, ["user_idx", "user_id"])
+        ids[table["user_idx"].to_numpy()] = table["user_id"].to_numpy(zero_copy_only=False)
+    return ids
+
+
 def all_seen(dataset: PreparedDataset, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """CSR (indptr, item_idx) of every interaction of the given users, in that order."""
-    seen = SeenItems.for_split(dataset, "test")  # everything up to and including test histories
-    test = dataset.read_split("test", ["user_idx", "target"])
-    users = np.concatenate(
-        [np.repeat(np.arange(dataset.n_users), np.diff(seen.indptr)), test["user_idx"].to_numpy()]
-    )
-    items = np.concatenate([seen.indices, test["target"].to_numpy()])
-    full = SeenItems.from_pairs(users, items, dataset.n_users)
+    full = SeenItems.all_interactions(dataset)
     lengths = full.indptr[user_idx + 1] - full.indptr[user_idx]
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     _, flat = full.batch(user_idx)
@@ -138,16 +120,23 @@ def write_bundle(
     ids = np.arange(FIRST_ITEM_IDX, FIRST_ITEM_IDX + dataset.n_items, dtype=np.int64)
     index.build(ids, catalog)
     lap("index_build")
-    timeline = InteractionTimeline.from_dataset(dataset, ("train", "val", "test"))
+    timeline = InteractionTimeline.from_dataset(dataset)
     items = dataset.items.sort_values("item_idx")
     recent = timeline.counts(items["item_idx"].to_numpy(), timeline.end, settings.window_ms)
+    # what the ranker's log_popularity read in training: every interaction before the request
+    # (here: all of them) when features are as of the request, else the train counts
+    popularity = (
+        timeline.counts(items["item_idx"].to_numpy(), timeline.end, None)
+        if settings.features_as_of_request
+        else items["train_count"].to_numpy()
+    )
     item_table = pd.DataFrame(
         {
             "item_idx": items["item_idx"].to_numpy(),
             "item_id": items["item_id"].to_numpy(),
             "title": items["title"].to_numpy(),
             "categories": items["categories"].to_numpy(),
-            "popularity": items["train_count"].to_numpy(),
+            "popularity": popularity,
             "recent_popularity": recent,
             "is_warm": items["is_warm"].to_numpy(),
         }
@@ -182,7 +171,7 @@ def write_bundle(
         seen_indptr, seen_items = all_seen(dataset, users["user_idx"].to_numpy())
         np.save(staging / "seen_indptr.npy", seen_indptr)
         np.save(staging / "seen_items.npy", seen_items)
-        transitions = ItemTransitions.from_dataset(dataset, ("train", "val", "test")).matrix
+        transitions = ItemTransitions.from_interactions(dataset).matrix
         for part in ("indptr", "indices", "data"):
             np.save(staging / f"transitions_{part}.npy", getattr(transitions, part))
         save_file(_contiguous(parts.user_tower.state_dict()), staging / "user_tower.safetensors")
