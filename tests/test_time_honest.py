@@ -39,9 +39,8 @@ def _raw_tables(root) -> pd.DataFrame:
     raw_dir = root / "raw"
     raw_dir.mkdir()
     raw.to_parquet(raw_dir / "interactions.parquet")
-    pd.DataFrame({"item_id": [f"i{i}" for i in range(10)], "title": [f"item {i}" for i in range(10)]}).to_parquet(
-        raw_dir / "items.parquet"
-    )
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(10)], "title": [f"item {i}" for i in range(10)]})
+    items.to_parquet(raw_dir / "items.parquet")
     return raw
 
 
