@@ -38,8 +38,14 @@ def serve(cfg: DictConfig) -> None:
         timeout=cfg.timeout,
         max_payload_bytes=cfg.max_payload_bytes,
         worker_cpus=worker_cpus,
+        restart_workers=cfg.restart_workers,
+        drain_s=cfg.drain_s,
     )
     server.run(host=cfg.host, port=cfg.port, generate_client_file=False, log_level=cfg.log_level)
+    code, message = server.outcome()  # one line; non-zero when a worker failure stopped it
+    print(f"recsys.serve: {message}", file=sys.stderr)
+    if code:
+        raise SystemExit(code)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="serve")

@@ -40,6 +40,7 @@ class LeaveOneOutSplitter:
     """
 
     name: str = "leave_one_out"
+    dir_suffix: str = ""  # the prepared directory is <data.name><dir_suffix>: the default split
 
     def assign(self, sorted_users: np.ndarray, sorted_timestamps: np.ndarray) -> np.ndarray:
         _, pos, length = user_bounds(sorted_users)
@@ -60,6 +61,7 @@ class GlobalTemporalSplitter:
     val_quantile: float = 0.8
     test_quantile: float = 0.9
     name: str = "global_temporal"
+    dir_suffix: str = "_global_temporal"  # prepared next to the leave-one-out dataset, never over it
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_quantile < self.test_quantile < 1.0:

@@ -9,6 +9,8 @@ work runs in ``RecsysAPI`` workers (``setup`` loads the bundle once per worker).
 
 import asyncio
 import json
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import litserve as ls
+import litserve.server
 import torch
 from fastapi import HTTPException, Query
 from fastapi.responses import JSONResponse
@@ -24,6 +27,8 @@ from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 from pydantic import ConfigDict, Field, create_model
 
+from recsys.serving.lifecycle import RecsysServer
+from recsys.serving.openapi import PlainTextContentType, document_responses
 from recsys.serving.schemas import (
     ID,
     MAX_ID_LENGTH,
@@ -34,6 +39,14 @@ from recsys.serving.schemas import (
     UserHistory,
     UserRecommendations,
 )
+
+WORKER_POLL_S = 0.05  # how often a waiting request checks that its worker is still alive
+
+
+def unavailable(detail: str) -> HTTPException:
+    """503 with ``Retry-After``: the server is up but cannot answer this request now."""
+    return HTTPException(status_code=503, detail=detail, headers={"Retry-After": "1"})
+
 
 # One table of operations: the routes submit {"op": name, **arguments}, the workers run OPS[name].
 OPS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
@@ -66,6 +79,7 @@ class RecsysSpec(LitSpec):
     def __init__(self, bundle_dir: str | Path, max_top_k: int = 100):
         super().__init__()
         self.api_path = "/recommend"
+        self.endpoint_key = self.api_path.split("/")[-1]  # LitServe's worker status keys: "<key>_<id>"
         self.summary = bundle_summary(bundle_dir)
         self.max_top_k = max_top_k
         top_k = Annotated[int, Query(ge=1, le=max_top_k, description=f"1..{max_top_k}")]
@@ -81,9 +95,7 @@ class RecsysSpec(LitSpec):
         )
 
         async def health() -> Health:
-            status = self._server.workers_setup_status if self._server else None
-            ready = bool(status) and all(v == WorkerSetupStatus.READY for v in status.values())
-            if not ready:
+            if not self._ready_workers():  # loading, or every worker restarting after a failure
                 return JSONResponse({"status": "loading"}, status_code=503)
             return {"status": "ok", **self.summary}
 
@@ -113,17 +125,46 @@ class RecsysSpec(LitSpec):
         state["_endpoints"] = []
         return state
 
+    def _worker_status(self) -> dict[str, Any]:
+        status = self._server.workers_setup_status if self._server else None
+        return dict(status) if status else {}
+
+    def _ready_workers(self) -> list[str]:
+        return [k for k, v in self._worker_status().items() if v == WorkerSetupStatus.READY]
+
+    def _check_waiting(self, item: ResponseBufferItem, deadline: float) -> None:
+        """Raise 503 when the worker that took the request (LitServe reports which) is gone."""
+        if item.worker_id is not None:
+            worker = f"{self.endpoint_key}_{item.worker_id}"
+            if self._worker_status().get(worker) != WorkerSetupStatus.READY:
+                raise unavailable("the inference worker stopped while handling this request; retry")
+        if time.monotonic() > deadline:
+            raise unavailable("no answer from the inference workers in time; retry")
+
     async def _call(self, op: str, **arguments: Any) -> dict[str, Any]:
-        """Submit to the inference worker and wait, as LitServe's RegularRequestHandler does."""
+        """Submit to an inference worker and wait, as LitServe's RegularRequestHandler does, but
+        never forever: a worker that dies with the request (LitServe restarts it) or no answer
+        within the server's timeout is a prompt 503, so clients and load balancers can retry."""
         if op not in OPS:
             raise KeyError(f"route submits unknown operation {op!r}; known: {sorted(OPS)}")
+        if not self._ready_workers():
+            raise unavailable("no inference worker is ready (loading the bundle); retry shortly")
         payload = {"op": op, **arguments}
         uid = str(uuid.uuid4())
         event = asyncio.Event()
-        self.response_buffer[uid] = ResponseBufferItem(event=event)  # before the put: no lost reply
+        item = ResponseBufferItem(event=event)
+        self.response_buffer[uid] = item  # before the put: no lost reply
         self.request_queue.put((self.response_queue_id, uid, time.monotonic(), payload))
-        await event.wait()
-        response, status = self.response_buffer.pop(uid).response
+        deadline = time.monotonic() + float(getattr(self._server, "timeout", 30) or 30)
+        try:
+            while not event.is_set():
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=WORKER_POLL_S)
+                except TimeoutError:
+                    self._check_waiting(item, deadline)
+        finally:
+            self.response_buffer.pop(uid, None)
+        response, status = item.response
         if status == LitAPIStatus.ERROR:
             RegularRequestHandler._handle_error_response(response)  # re-raises the worker's HTTPException
         return response
@@ -159,6 +200,11 @@ class RecsysAPI(ls.LitAPI):
         from recsys.serving.cpu_affinity import pin_current_thread
         from recsys.serving.graph import InferenceGraph
 
+        if threading.current_thread() is threading.main_thread():  # (a worker process's is)
+            # Ctrl+C or a control-group SIGTERM reach every process: the worker keeps answering
+            # while the main process drains, then stops it (recsys.serving.lifecycle)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
         pin_current_thread(self.cpus)  # before any torch/FAISS thread exists: they inherit it
         torch.set_num_threads(self.threads)  # two threads collapse under contention (measured)
         self.graph = InferenceGraph.from_bundle(
@@ -188,7 +234,9 @@ def build_server(
     timeout: float = 30,
     max_payload_bytes: int = 1_000_000,
     worker_cpus: set[int] | None = None,
-) -> ls.LitServer:
+    restart_workers: bool = True,
+    drain_s: float = 10.0,
+) -> RecsysServer:
     if not (Path(bundle_dir) / "manifest.json").is_file():
         raise FileNotFoundError(
             f"{bundle_dir}: no serving bundle here; create one with `make demo` or "
@@ -197,11 +245,27 @@ def build_server(
     api = RecsysAPI(
         bundle_dir, max_top_k=max_top_k, min_history=min_history, threads=threads, cpus=worker_cpus
     )
-    return ls.LitServer(
+    server = RecsysServer(
         api,
         accelerator="cpu",
         workers_per_device=workers,
         timeout=timeout,
         healthcheck_path="/livez",  # LitServe's plain-text liveness; /health is ours (JSON readiness)
         max_payload_size=max_payload_bytes,  # bytes (an int: the middleware compares numbers)
+        restart_workers=restart_workers,  # a dead worker (OOM kill) is replaced, not fatal
+        drain_s=drain_s,
+        middlewares=[PlainTextContentType],
     )
+    document_responses(
+        server.app, api_key=bool(litserve.server.LIT_SERVER_API_KEY), examples=example_ids(bundle_dir)
+    )
+    return server
+
+
+def example_ids(bundle_dir: str | Path) -> dict[str, str]:
+    """A known user and item of the bundle (the front end reads two parquet columns, no model)."""
+    import pyarrow.parquet as pq
+
+    users = pq.read_table(Path(bundle_dir) / "users.parquet", columns=["user_id"]).column(0)
+    items = pq.read_table(Path(bundle_dir) / "items.parquet", columns=["item_id"]).column(0)
+    return {"user_id": str(users[0]), "item_id": str(items[0])} if len(users) and len(items) else {}

@@ -55,7 +55,15 @@ class Health(BaseModel):
 
 
 class Detail(BaseModel):
+    """Every error's body."""
+
     detail: str | list[Any]
+
+
+class Loading(BaseModel):
+    """/health while no inference worker is ready."""
+
+    status: Literal["loading"]
 
 
 ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH)]

@@ -1,0 +1,120 @@
+"""The OpenAPI document says what the server really answers: every error status of each route
+with its body, and LitServe's built-in plain-text routes as plain text.
+
+FastAPI documents only 200 and 422 by itself; the 400/401/404/413/503 answers come from our
+handlers, LitServe's middlewares and its auth dependency, so they are added here, once, from
+one table (a schemathesis run in the test suite holds the two together).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from recsys.serving.schemas import Detail, Loading
+
+ERRORS = {
+    400: "Malformed request (the body could not be read)",
+    401: "Missing or wrong X-API-Key (LIT_SERVER_API_KEY is set)",
+    404: "Unknown user_id or item_id",
+    413: "Request body larger than max_payload_bytes",
+    422: "Invalid input",
+    503: "No inference worker can answer now (loading the bundle, or restarting after a failure); "
+    "retry after the Retry-After seconds",
+}
+# (path, method) -> the error statuses our routes can return (401 is added to all when auth is on)
+ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("/health", "get"): (503,),
+    ("/recommend/{user_id}", "get"): (404, 422, 503),
+    ("/recommend", "post"): (400, 413, 422, 503),
+    ("/user/{user_id}/history", "get"): (404, 422, 503),
+    ("/items/{item_id}", "get"): (404, 422, 503),
+}
+PLAIN_TEXT = {  # LitServe's own routes that answer text, not JSON
+    ("/", "get"): {"200": "litserve running"},
+    ("/livez", "get"): {"200": "ok", "503": "not ready"},
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
+}
+
+
+def _json(schema_name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}
+
+
+def _error_response(status: int, path: str) -> dict[str, Any]:
+    if status == 503 and path == "/health":
+        return {"description": "The bundle is still loading", "content": _json("Loading")}
+    response: dict[str, Any] = {"description": ERRORS[status], "content": _json("Error")}
+    if status == 503:
+        response["headers"] = RETRY_AFTER
+    return response
+
+
+def add_error_responses(schema: dict[str, Any], api_key: bool) -> dict[str, Any]:
+    """The OpenAPI ``schema`` with every route's error answers and truthful content types."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = Detail.model_json_schema()
+    components["Loading"] = Loading.model_json_schema()
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            for status, text in PLAIN_TEXT.get((path, method), {}).items():
+                responses[status] = {
+                    "description": f"`{text}`",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            statuses = ROUTE_ERRORS.get((path, method), ())
+            for status in (*statuses, *((401,) if api_key else ())):
+                if status == 422 and "422" in responses:
+                    continue  # FastAPI's own validation-error schema (detail is a list there)
+                responses[str(status)] = _error_response(status, path)
+    return schema
+
+
+def add_examples(schema: dict[str, Any], examples: dict[str, str]) -> dict[str, Any]:
+    """Real ids as the path parameters' examples: /docs can try a known user, and generated
+    tests reach past the 404 of a random id."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter.get("name") in examples:
+                    parameter["example"] = examples[parameter["name"]]
+    return schema
+
+
+def document_responses(app: FastAPI, api_key: bool, examples: dict[str, str] | None = None) -> None:
+    """Make ``app.openapi()`` (and /openapi.json, /docs) include ``add_error_responses``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_examples(add_error_responses(build(), api_key), examples or {})
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+class PlainTextContentType:
+    """ASGI middleware: LitServe's ``/`` and ``/livez`` answer text with no Content-Type at all;
+    say ``text/plain`` (what the OpenAPI document promises) wherever a response names none."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_type(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"content-type" for name, _ in headers):
+                    headers.append((b"content-type", b"text/plain; charset=utf-8"))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_type)
