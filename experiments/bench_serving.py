@@ -6,6 +6,7 @@ one torch thread, then measures for each: time to ready, sequential latency (p50
 ``--requests``) and throughput with ``--clients`` concurrent clients for ``--seconds``.
 
     python experiments/bench_serving.py --bundle artifacts/demo/bundle [--requests 1000] [--seconds 30]
+    python experiments/bench_serving.py --bundle … --fault --seconds 60   # kill the worker midway
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments._fault_run import fault_run
 from experiments._measure import report
 from recsys.serving.cpu_affinity import allowed_cpus, split_cpus
 
@@ -136,6 +138,11 @@ def main() -> None:
         action="store_true",
         help="servers leave CPU placement to the scheduler (serve.pin_cpus=false)",
     )
+    parser.add_argument(
+        "--fault",
+        action="store_true",
+        help="only the fault run: --clients clients for --seconds, the inference worker killed midway",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     server_cpus = {int(c) for c in args.server_cpus.split(",")} if args.server_cpus else None
@@ -165,6 +172,9 @@ def main() -> None:
     histories = users["history"].to_numpy()[rng.permutation(len(users))]
     base = f"http://127.0.0.1:{args.port}"
     floor_port = args.port + 1
+    if args.fault:
+        run_fault(args, env, base, user_ids, placement, server_cpus)
+        return
 
     rows = {}
     floor, floor_ready = start(
@@ -221,7 +231,7 @@ def main() -> None:
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     lines = [
         f"Bundle `{args.bundle}`: {manifest['n_items']:,} items, {manifest['n_users']:,} users, index "
-        f"`{manifest['index']['kind']}`, K = {manifest['num_candidates']} candidates "
+        f"`{manifest['index']['kind']}`, K = {manifest['candidates']['num_candidates']} candidates "
         f"{'re-ranked by the ranker' if manifest.get('ranker') else 'in retrieval order (no ranker)'}, top 10 returned. "
         f"One LitServe inference worker, 1 torch/FAISS thread, loopback; {placement}.",
         f"Time to ready (process start → `/health` 200): recsys {ready_s:.1f} s; constant server {floor_ready:.1f} s.",
@@ -237,6 +247,38 @@ def main() -> None:
             f"{r['rps']:.0f} | {r['errors']} |"
         )
     report("Serving benchmark (issue 5)", "\n".join(lines), record=not args.no_record)
+
+
+def run_fault(args, env: dict, base: str, user_ids, placement: str, server_cpus) -> None:
+    import json
+
+    argv = [sys.executable, "-m", "recsys.serve", f"bundle={args.bundle}", f"port={args.port}", "threads=1"]
+    server, ready_s = start([*argv, f"pin_cpus={not args.no_pin}"], args.port, "/health", env, server_cpus)
+    try:
+        r = fault_run(base, server.pid, user_ids, args.clients, args.seconds)
+    finally:
+        stop(server)
+    manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
+    failed = ", ".join(f"{n} × {s}" for s, n in sorted(r["failed"].items())) or "none"
+    lines = [
+        f"Bundle `{args.bundle}`: {manifest['n_items']:,} items, index `{manifest['index']['kind']}`, "
+        f"ranker {'on' if manifest.get('ranker') else 'off'}; one inference worker (`serve.restart_workers=true`), "
+        f"1 thread; {placement}. Time to ready at start: {ready_s:.1f} s.",
+        f"{args.clients} clients loop over GET /recommend/{{user_id}} for {args.seconds:.0f} s; the inference "
+        f"worker gets SIGKILL at {args.seconds / 2:.0f} s.",
+        "",
+        "| requests | failed (status) | /health 503 after | next success after | /health 200 again after | "
+        "p50 ms | p99 ms (whole window) | p99 ms (outside kill−5 s … kill+15 s) | slowest ms | worker replaced |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {r['requests']} | {failed} | {r['health_503_s']:.2f} s | {r['next_success_s']:.2f} s | "
+        f"{r['health_back_s']:.2f} s | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p99_calm_ms']:.1f} | "
+        f"{r['max_ms']:.0f} | {r['worker_replaced']} |",
+    ]
+    report(
+        "Serving fault run: inference worker killed under load (issue 18)",
+        "\n".join(lines),
+        not args.no_record,
+    )
 
 
 if __name__ == "__main__":

@@ -145,6 +145,31 @@ def test_openapi_documents_every_route(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_openapi_lists_every_error_status_with_its_body(client, graph):
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    expected = {
+        ("/health", "get"): {"200", "503"},
+        ("/recommend/{user_id}", "get"): {"200", "404", "422", "503"},
+        ("/recommend", "post"): {"200", "400", "413", "422", "503"},
+        ("/user/{user_id}/history", "get"): {"200", "404", "422", "503"},
+        ("/items/{item_id}", "get"): {"200", "404", "422", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert set(responses) == statuses, (path, sorted(responses))  # no API key here: no 401
+        for status in statuses - {"200", "422"}:
+            ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/Loading" if path == "/health" else "/Error")
+    assert paths["/recommend/{user_id}"]["get"]["responses"]["503"]["headers"]["Retry-After"]
+    assert schema["components"]["schemas"]["Error"]["required"] == ["detail"]
+    for path in ("/", "/livez"):  # LitServe's plain-text routes, documented and answered as text
+        assert "text/plain" in paths[path]["get"]["responses"]["200"]["content"]
+        assert client.get(path).headers["content-type"].startswith("text/plain")
+    user = paths["/recommend/{user_id}"]["get"]["parameters"][0]
+    assert user["name"] == "user_id" and user["example"] in set(graph.user_rows)
+
+
 def test_serve_asks_glibc_for_huge_pages_without_dropping_other_tunables():
     from recsys.serving.process_setup import HUGEPAGE_MALLOC, use_hugepage_malloc
 

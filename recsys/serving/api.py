@@ -201,10 +201,9 @@ class RecsysAPI(ls.LitAPI):
         from recsys.serving.graph import InferenceGraph
 
         if threading.current_thread() is threading.main_thread():  # (a worker process's is)
-            # Ctrl+C or a control-group SIGTERM reach every process: the worker keeps answering
-            # while the main process drains, then stops it (recsys.serving.lifecycle)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_IGN)
+            # Ctrl+C reaches every process of the group: the worker keeps answering while the
+            # main process drains, then stops it (recsys.serving.lifecycle)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         pin_current_thread(self.cpus)  # before any torch/FAISS thread exists: they inherit it
         torch.set_num_threads(self.threads)  # two threads collapse under contention (measured)
         self.graph = InferenceGraph.from_bundle(

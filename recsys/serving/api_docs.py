@@ -32,16 +32,27 @@ Served by `make serve [BUNDLE=dir] [PORT=8000]` (LitServe; OpenAPI UI at `/docs`
 the demo bundle, and `tests/test_api_docs.py` replays each one against a live server, checking
 the status code and the response shape.
 
-Errors always have the body `{"detail": ...}`:
+Errors always have the body `{"detail": ...}` (except `/health`'s 503, `{"status": "loading"}`),
+and `/openapi.json` lists every status each route can return with that body's schema:
 
 | status | when |
 |---|---|
+| 400 | `POST /recommend`: the body could not be read |
 | 401 | `LIT_SERVER_API_KEY` is set and the `X-API-Key` header is missing or wrong (every route) |
 | 404 | unknown `user_id` / `item_id` (the message names it) |
 | 413 | request body larger than `max_payload_bytes` (default 1 MB) |
 | 422 | invalid input: `top_k` outside 1..`max_top_k` (default 100), a malformed or non-JSON body, |
 |  | unknown body fields, more than 10,000 posted items, ids longer than 256 characters |
-| 503 | `/health` only: the bundle is still loading |
+| 503 | no inference worker can answer: the bundle is loading, or a worker died and is being |
+|  | restarted (`serve.restart_workers`, on by default): the requests it held fail at once, new |
+|  | ones are refused until it is back; `Retry-After: 1`. `/health` answers 503 meanwhile. |
+
+Faults and stops: a killed inference worker (e.g. by the OOM killer) is replaced and reloads the
+bundle; its in-flight requests get the 503 above, never a hang or a dropped connection. SIGTERM or
+Ctrl+C stops the server with exit code 0 and one log line once in-flight requests have finished
+(at most `serve.drain_s`, default 10 s). With `serve.restart_workers=false` a dead worker stops
+the server with a one-line reason and exit code 1, for a supervisor to restart it. LitServe's own
+routes answer plain text (`GET /` and `GET /livez`, documented as `text/plain`) or JSON (`/info`).
 
 Behaviour: seen items are never recommended; a history longer than the bundle's `max_history`
 uses its most recent part; fewer than `min_history` (3) known items returns

@@ -6,10 +6,11 @@ LitServe 0.2.19 leaves three gaps this closes:
   worker transport *before* stopping the HTTP servers, so in-flight requests could never finish.
   Here a signal first asks each HTTP server process to stop (uvicorn's graceful shutdown: no new
   connections, open requests complete within ``drain_s``), then lets LitServe stop the rest.
-- **Ctrl+C** (or systemd's control-group SIGTERM) reaches every process of the group: the
-  multiprocessing manager that holds LitServe's queues died of it, and every later manager call
-  raised ``EOFError`` (the traceback users saw). The manager and the inference workers ignore
-  SIGINT/SIGTERM; the main process alone decides, and stops them last.
+- **Ctrl+C** reaches every process of the terminal's group: the multiprocessing manager that
+  holds LitServe's queues died of it, and every later manager call raised ``EOFError`` (the
+  traceback users saw). The manager ignores SIGINT and SIGTERM, the inference workers SIGINT; the
+  main process alone decides, and stops them last. (Under systemd, use ``KillMode=mixed`` so that
+  SIGTERM goes to the main process only, as Docker and Kubernetes do.)
 - **A dead worker with restarts off** made LitServe shut the manager down from its monitor
   thread while the main thread still waited on it (``EOFError`` again). Here the monitor only
   records the failure and wakes the main thread, which shuts down once and reports it.
@@ -102,7 +103,7 @@ class RecsysServer(ls.LitServer):
         for thread in threading.enumerate():  # the monitor must not restart the workers stopped next
             if thread.name == "litserve-monitoring":
                 thread.join(timeout=2 * WORKER_MONITOR_S + 1)
-        for worker in self.inference_workers:  # they ignore SIGTERM (see RecsysAPI.setup); no state
+        for worker in self.inference_workers:  # drained: nothing left to finish, no state to save
             if worker.is_alive():
                 worker.kill()
                 worker.join(timeout=5)
