@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--retrieval-workdir", default="/tmp/recsys-study-ml100k")
     parser.add_argument(
-        "--retrieval-variant", default="lstm", help="the study_ml100k.py variant whose checkpoints are re-ranked"
+        "--retrieval-variant",
+        default="lstm",
+        help="the study_ml100k.py variant whose checkpoints are re-ranked",
     )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--title", default="ML-100K two-stage study")
