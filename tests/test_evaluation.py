@@ -185,3 +185,38 @@ def test_text_content_scores_hand_computed():
     torch.testing.assert_close(scores, torch.tensor([[r, r, 1.0], [r, r, 1.0]]))
     scores = text_content_scores(torch.tensor([[3, 4]]), torch.tensor([1]), text)(torch.tensor([2, 3]))
     torch.testing.assert_close(scores, torch.tensor([[0.0, 1.0]]))  # padding beyond the length is ignored
+
+
+def test_a_repeated_target_is_a_miss_and_list_slots_past_the_unseen_items_are_padding():
+    from recsys.evaluation.retrieval import rank_static_scores
+
+    scores = torch.tensor([0.0, 0.0, 0.9, 0.8, 0.7, 0.1])  # by item_idx; catalog = items 2..5
+    seen_rows, seen_items = np.array([0, 0]), np.array([3, 4])  # the user had items 3 and 4 ...
+    target = torch.tensor([3])  # ... and consumed 3 again (deduplicate=false)
+    full = rank_full_catalog(lambda idx: scores[idx][None, :], target, 4, seen_rows, seen_items, 4)
+    static = rank_static_scores(scores, target, seen_rows, seen_items, 4)
+    for result in (full, static):
+        assert result.ranks.tolist() == [4]  # n_catalog: a miss at every k, as serving never shows it
+        assert result.topk.tolist() == [[2, 5, 0, 0]]  # two unseen items, then padding
+
+
+def test_list_metrics_skip_padding_and_items_without_text():
+    text = np.zeros((6, 2), np.float32)  # item_idx rows; item 5 has no text
+    text[2], text[3], text[4] = [1, 0], [0.6, 0.8], [0, 1]
+    counts = np.array([0, 0, 5, 3, 1, 0])
+    metric = FullCatalogRetrievalMetrics([4], 4, np.ones(6, bool), counts, text)
+    topk = torch.tensor([[2, 3, 5, 0], [4, 0, 0, 0]])
+    metric.update(torch.tensor([0, 9]), torch.tensor([2, 4]), topk)
+    out = metric.compute()["all"]
+    assert out["coverage@4"] == pytest.approx(4 / 4)  # items 2, 3, 4, 5; padding 0 is not an item
+    self_info = -np.log2((counts + 1) / (counts[2:].sum() + 4))
+    novelty = np.mean([self_info[[2, 3, 5]].mean(), self_info[4]])  # real items only
+    assert out["novelty@4"] == pytest.approx(novelty, rel=1e-6)
+    assert out["diversity@4"] == pytest.approx(1 - 0.6)  # user 1: items 2, 3 (5 has no text); user 2: none
+
+
+def test_two_stage_mrr_is_cut_at_k_and_named_so():
+    metric = FullCatalogRetrievalMetrics([10], 300, np.ones(302, bool), list_metrics=False, mrr_cutoff=200)
+    metric.update(torch.tensor([0, 5, 300]), torch.tensor([2, 3, 4]))
+    out = metric.compute()["all"]
+    assert "mrr" not in out and out["mrr@200"] == pytest.approx((1 + 1 / 6 + 0) / 3)

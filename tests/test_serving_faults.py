@@ -261,9 +261,14 @@ def test_a_request_whose_worker_is_gone_gets_503_and_none_is_submitted_without_a
     spec = RecsysSpec(tiny_bundle)
     item = ResponseBufferItem(event=asyncio.Event())
     item.worker_id = 0  # LitServe's START message: worker 0 took the request
-    spec._server = _FakeServer({"recommend_0": WorkerSetupStatus.READY})
+
+    def workers(status: str) -> None:
+        spec._server = _FakeServer({"recommend_0": status})
+        spec._status_read_at = float("-inf")  # as if the cached states had expired
+
+    workers(WorkerSetupStatus.READY)
     spec._check_waiting(item, deadline=time.monotonic() + 60)  # alive: keep waiting
-    spec._server = _FakeServer({"recommend_0": WorkerSetupStatus.STARTING})  # restarted
+    workers(WorkerSetupStatus.STARTING)  # restarted
     with pytest.raises(HTTPException) as err:
         spec._check_waiting(item, deadline=time.monotonic() + 60)
     assert err.value.status_code == 503 and err.value.headers == {"Retry-After": "1"}

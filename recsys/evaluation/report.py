@@ -48,10 +48,15 @@ def print_table(metrics: dict[str, Any]) -> None:
     for stage in stages:
         table.add_column(STAGES[stage], justify="right", no_wrap=True)
     for row in ROWS:
-        cells = [metrics.get(f"{s}/{row}") for s in stages]
+        cells = [metrics.get(f"{s}/{row}", _cut_mrr(metrics, s) if row == "mrr" else None) for s in stages]
         if any(c is not None for c in cells):
             table.add_row(row, *("" if c is None else f"{c:.4f}" for c in cells))
     Console().print(table)
+
+
+def _cut_mrr(metrics: dict[str, Any], stage: str) -> float | None:
+    """``two_stage/mrr@K`` (MRR cut at the K re-ranked candidates) for the table's mrr row."""
+    return next((v for k, v in metrics.items() if k.startswith(f"{stage}/mrr@")), None)
 
 
 def write_report(
@@ -70,7 +75,7 @@ def write_report(
 def write_train_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """A training run's metrics.json, and a summary of the headline figures on the console."""
     write_json_atomic(path, metrics)
-    headline = ("@10", "/mrr", "@100")
+    headline = ("@10", "/mrr", "@100", "@200")
     shown = {k: v for k, v in metrics.items() if k.endswith(headline) or k in ("n_users", *fit_report_keys)}
     print_summary(f"test metrics ({path})", shown)
     print(json.dumps(metrics, indent=1, sort_keys=True))

@@ -41,6 +41,7 @@ from recsys.serving.schemas import (
 )
 
 WORKER_POLL_S = 0.05  # how often a waiting request checks that its worker is still alive
+STATUS_TTL_S = 0.02  # worker states are re-read at most this often per HTTP process
 
 
 def unavailable(detail: str) -> HTTPException:
@@ -80,6 +81,8 @@ class RecsysSpec(LitSpec):
         super().__init__()
         self.api_path = "/recommend"
         self.endpoint_key = self.api_path.split("/")[-1]  # LitServe's worker status keys: "<key>_<id>"
+        self._status: dict[str, Any] = {}
+        self._status_read_at = float("-inf")
         self.summary = bundle_summary(bundle_dir)
         self.max_top_k = max_top_k
         top_k = Annotated[int, Query(ge=1, le=max_top_k, description=f"1..{max_top_k}")]
@@ -126,8 +129,13 @@ class RecsysSpec(LitSpec):
         return state
 
     def _worker_status(self) -> dict[str, Any]:
-        status = self._server.workers_setup_status if self._server else None
-        return dict(status) if status else {}
+        """The workers' setup states, re-read from LitServe's shared dict at most every
+        ``STATUS_TTL_S`` (one read is a ~0.1 ms round trip to the manager process)."""
+        now = time.monotonic()
+        if now - self._status_read_at > STATUS_TTL_S:
+            status = self._server.workers_setup_status if self._server else None
+            self._status, self._status_read_at = (dict(status) if status else {}), now
+        return self._status
 
     def _ready_workers(self) -> list[str]:
         return [k for k, v in self._worker_status().items() if v == WorkerSetupStatus.READY]
