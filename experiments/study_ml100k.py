@@ -41,6 +41,9 @@ VARIANTS: dict[str, list[str]] = {
     "lstm_sampled_no_logq": ["model.num_global_negatives=1024", "model.logq=none"],
     # one global timeline cut instead of leave-one-out (issue 17): what a deployed model faces
     "lstm_global_temporal": ["split=global_temporal"],
+    # item text from the static table distilled from MiniLM, and from hashing (issue 19)
+    "lstm_static_text": ["text_encoder=static"],
+    "lstm_hashing_text": ["text_encoder=hashing"],
 }
 SHOW = ("recall@10", "ndcg@10", "mrr", "recall@100")
 

@@ -289,15 +289,3 @@ def embed_texts(
         "encoded": len(todo),
         "empty_texts": int((~nonempty).sum()),
     }
-
-
-def encoder_from_key(type_name: str, key: str) -> TextEncoder:
-    """Rebuild the encoder a dataset was embedded with (from its manifest), e.g. to embed new items."""
-    params = json.loads(key)
-    if type_name == "HashingTextEncoder":
-        return HashingTextEncoder(dim=params["dim"], ngram_max=params["ngram_max"])
-    if type_name == "SentenceTransformerEncoder":
-        return SentenceTransformerEncoder(
-            model=params["model"], precision=params["precision"], max_seq_length=params["max_seq_length"]
-        )
-    raise ValueError(f"unknown text encoder type {type_name!r}")

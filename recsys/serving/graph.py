@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX
-from recsys.data.text_embeddings import encoder_from_key
+from recsys.data.text_encoders import encoder_from_key
 from recsys.features.ranker_features import ItemFeatureTables, candidate_features, gather_rows
 from recsys.serving.bundle import Bundle
 
