@@ -21,6 +21,7 @@ import pytest
 from fastapi import HTTPException
 from litserve.utils import ResponseBufferItem, WorkerSetupStatus
 
+from experiments._fault_run import spawned_children
 from tests.conftest import REPO_ROOT
 
 START_TIMEOUT = 120  # a cold start spawns a worker that imports torch and loads the bundle
@@ -67,18 +68,7 @@ class LiveServer:
 
     def worker_pids(self) -> list[int]:
         """The spawned inference workers (children of the main process run by spawn_main)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                cmdline = (entry / "cmdline").read_bytes()
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == self.proc.pid and b"spawn_main" in cmdline:
-                pids.append(int(entry.name))
-        return pids
+        return spawned_children(self.proc.pid)
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
