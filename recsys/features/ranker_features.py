@@ -71,9 +71,8 @@ class InteractionTimeline:
     def from_dataset(cls, dataset: PreparedDataset) -> InteractionTimeline:
         """Every known interaction of the dataset (all roles but held-out ones): each request
         counts only those strictly before its own time, whichever split it belongs to."""
-        table = dataset.interactions(["item_idx", "timestamp", "role"])
-        known = table["role"].to_numpy() != HELD_OUT
-        return cls.from_arrays(table["item_idx"].to_numpy()[known], table["timestamp"].to_numpy()[known])
+        known = known_interactions(dataset, ["item_idx", "timestamp"])
+        return cls.from_arrays(known["item_idx"], known["timestamp"])
 
     @property
     def end(self) -> int:
@@ -181,15 +180,19 @@ class ItemTransitions:
         return out
 
 
+def known_interactions(dataset: PreparedDataset, columns: list[str]) -> dict[str, np.ndarray]:
+    """Columns of the interactions every feature count sees: all but the held-out ones (cold_items)."""
+    table = dataset.interactions([*columns, "role"])
+    known = table["role"].to_numpy() != HELD_OUT
+    return {name: table[name].to_numpy()[known] for name in columns}
+
+
 def transition_pairs(dataset: PreparedDataset, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(earlier item, later item, later item's time) for every pair within ``window`` steps of a
     user's known sequence (held-out interactions left out, as if they had not happened)."""
-    table = dataset.interactions(["user_idx", "item_idx", "timestamp", "role"])
-    known = table["role"].to_numpy() != HELD_OUT
-    users = table["user_idx"].to_numpy()[known]
-    items = table["item_idx"].to_numpy()[known].astype(np.int64)
-    times = table["timestamp"].to_numpy()[known]
-    _, pos, _ = user_bounds(users)
+    known = known_interactions(dataset, ["user_idx", "item_idx", "timestamp"])
+    items, times = known["item_idx"].astype(np.int64), known["timestamp"]
+    _, pos, _ = user_bounds(known["user_idx"])
     sources, targets, when = [], [], []
     for step in range(1, window + 1):
         later = np.flatnonzero(pos >= step)
