@@ -49,6 +49,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--workdir", default="/tmp/recsys-study-cold")
     parser.add_argument("--no-ranker", action="store_true")
+    parser.add_argument(
+        "--cold-candidates",
+        default="rank,keep",
+        help="ranker cold_candidates policies to compare on each two-tower run (keep: cold candidates "
+        "keep their retrieval slot; rank: the ranker orders every candidate)",
+    )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every two-tower run")
     args = parser.parse_args()
@@ -65,12 +71,18 @@ def main() -> None:
                 *args.extra,
             ]
             m, wall, command = run_train(overrides, work / f"{pool}_seed{seed}", REPO)
-            row = {"pool": pool, "seed": seed, "m": m, "wall": wall, "commands": [command]}
-            if not args.no_ranker:
-                ranker = ["experiment=ranker", f"retrieval_ckpt={m['best_checkpoint']}", f"seed={seed}"]
-                r, r_wall, r_command = run_train(ranker, work / f"{pool}_seed{seed}_ranker", REPO)
-                row.update(r=r, wall=wall + r_wall)
+            row = {"pool": pool, "seed": seed, "m": m, "wall": wall, "commands": [command], "rankers": {}}
+            for policy in [] if args.no_ranker else args.cold_candidates.split(","):
+                ranker = [
+                    "experiment=ranker",
+                    f"retrieval_ckpt={m['best_checkpoint']}",
+                    f"seed={seed}",
+                    f"model.cold_candidates={policy}",
+                ]
+                r, r_wall, r_command = run_train(ranker, work / f"{pool}_seed{seed}_ranker_{policy}", REPO)
+                row["rankers"][policy] = (r, r_wall)
                 row["commands"].append(r_command)
+            row["r"] = next(iter(row["rankers"].values()), (None,))[0]
             print(json.dumps({key: row[key] for key in ("pool", "seed", "wall")}), flush=True)
             rows.append(row)
     n_items = rows[0]["m"]["n_items"]
@@ -103,6 +115,43 @@ def main() -> None:
             f"{m[f'retrieval_warm/recall@{k}']:.4f} | {cell(r, 'two_stage/ndcg@10')} | "
             f"{cell(r, 'two_stage_cold/recall@10')} | {cell(r, 'two_stage_cold/recall@50')} | {row['wall']:.0f} |"
         )
+    if any(row["rankers"] for row in rows):
+        lines += [
+            "",
+            "Two-stage by the ranker's `cold_candidates` policy (ranker val = its early-stopping users' "
+            "two-stage ndcg@10):",
+            "",
+            "| pool | seed | cold_candidates | ranker val ndcg@10 | two_stage ndcg@10 | two_stage warm ndcg@10 | "
+            "two_stage cold recall@10 | @50 | @100 | retrieval cold recall@10 | @50 | @100 | ranker wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            for policy, (r, r_wall) in row["rankers"].items():
+                lines.append(
+                    f"| {row['pool']} | {row['seed']} | {policy} | {r['val_best']:.4f} | "
+                    f"{r['two_stage/ndcg@10']:.4f} | {cell(r, 'two_stage_warm/ndcg@10')} | "
+                    + " | ".join(cell(r, f"two_stage_cold/recall@{c}") for c in (10, 50, 100))
+                    + " | "
+                    + " | ".join(cell(r, f"retrieval_cold/recall@{c}") for c in (10, 50, 100))
+                    + f" | {r_wall:.0f} |"
+                )
+        lines += [
+            "",
+            "| pool | cold_candidates | seeds | ranker val ndcg@10 | two_stage ndcg@10 | two_stage cold recall@50 |",
+        ]
+        lines.append("|---|---|---|---|---|---|")
+        for pool in dict.fromkeys(row["pool"] for row in rows):
+            runs = [row for row in rows if row["pool"] == pool]
+            for policy in runs[0]["rankers"]:
+                cells = [
+                    np.array([row["rankers"][policy][0][key] for row in runs])
+                    for key in ("val_best", "two_stage/ndcg@10", "two_stage_cold/recall@50")
+                ]
+                lines.append(
+                    f"| {pool} | {policy} | {len(runs)} | "
+                    + " | ".join(f"{c.mean():.4f} ± {c.std():.4f}" for c in cells)
+                    + " |"
+                )
     lines += ["", "Mean ± std over seeds:", ""]
     keys = [
         "val_best",
@@ -120,7 +169,7 @@ def main() -> None:
         runs = [row for row in rows if row["pool"] == pool]
         cells = [np.array([row["m"].get(key, np.nan) for row in runs]) for key in keys]
         for key in ("two_stage/ndcg@10", "two_stage_cold/recall@50"):
-            cells.append(np.array([row["r"][key] if "r" in row else np.nan for row in runs]))
+            cells.append(np.array([row["r"][key] if row["r"] else np.nan for row in runs]))
         lines.append(
             f"| {pool} | {len(runs)} | " + " | ".join(f"{c.mean():.4f} ± {c.std():.4f}" for c in cells) + " |"
         )

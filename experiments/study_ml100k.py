@@ -33,6 +33,7 @@ VARIANTS: dict[str, list[str]] = {
     "lstm": [],
     "gru": ["model/user_encoder=gru"],
     "sasrec": ["model/user_encoder=sasrec"],
+    "sasrec_lr1e3": ["model/user_encoder=sasrec", "model.lr=1e-3"],  # SASRec's own lr (issue 14)
     "lstm_last_position": LAST_POSITION,
     "lstm_no_text": ["model.use_text=false"],
     "gru_no_text": ["model/user_encoder=gru", "model.use_text=false"],

@@ -57,6 +57,29 @@ def test_graph_ranks_like_the_trained_models(graph, trained):
         assert torch.equal(exported[key], value)
 
 
+def test_cold_candidates_keep_their_retrieval_position(graph, monkeypatch):
+    """Under ``cold_candidates=keep`` the ranker re-orders warm candidates only: a cold item is
+    served where retrieval put it, and the warm ones around it in ranker-score order."""
+    monkeypatch.setattr(graph.bundle.ranker, "cold_candidates", "keep")
+    checked = 0
+    for user_id in graph.bundle.users["user_id"]:
+        ranked = [x["item_id"] for x in graph.recommend(user_id=user_id, top_k=50)["items"]]
+        with monkeypatch.context() as m:
+            m.setattr(graph.bundle, "ranker", None)  # the retrieval order alone
+            retrieved = [x["item_id"] for x in graph.recommend(user_id=user_id, top_k=50)["items"]]
+        cold = [i for i, item in enumerate(retrieved) if not graph.item(item)["is_warm"]]
+        for pos in cold:
+            assert ranked[pos] == retrieved[pos]
+        assert set(ranked) == set(retrieved)
+        out = graph.recommend(user_id=user_id, top_k=50)["items"]
+        warm_scores = [x["score"] for x in out if graph.item(x["item_id"])["is_warm"]]
+        assert warm_scores == sorted(warm_scores, reverse=True)
+        checked += len(cold)
+        if checked >= 5:
+            break
+    assert checked >= 5, "too few cold items in the tiny bundle's lists to check"
+
+
 @pytest.mark.parametrize("n_known", [0, 1, 2])
 def test_cold_users_get_popular_by_category(graph, n_known):
     popular_ids = list(graph.item_ids[graph.by_popularity[:5] - 2])

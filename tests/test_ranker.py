@@ -161,7 +161,12 @@ def test_two_stage_metric_equals_brute_force(trained):
     batch = lists[list(range(len(lists)))]
     with torch.no_grad():
         logits = ranker(batch).numpy()
-    ndcg, recall_k = [], []
+    assert ranker.hparams.cold_candidates == "rank"
+    is_cold = batch["features"][..., FEATURES.index("is_cold")].numpy() > 0
+    ranker.net.cold_candidates = "keep"  # the other policy, through the module's own path
+    with torch.no_grad():
+        kept = ranker._final(batch, torch.from_numpy(logits)).numpy()
+    ndcg, recall_k, lists_with_cold = [], [], 0
     for row in range(len(lists)):
         valid = batch["candidates"][row].numpy() > 0
         items = batch["candidates"][row].numpy()[valid]
@@ -170,6 +175,14 @@ def test_two_stage_metric_equals_brute_force(trained):
         pos = int(hits[0]) if len(hits) else 10**9
         ndcg.append(1 / math.log2(pos + 2) if pos < 10 else 0.0)
         recall_k.append(float(pos < K))
+        # keep: cold candidates stay where retrieval put them; the warm ones fill the rest by score
+        cold = is_cold[row][valid]
+        warm = np.flatnonzero(~cold)
+        expected = items.copy()
+        expected[~cold] = items[warm[np.argsort(-logits[row][valid][warm], kind="stable")]]
+        np.testing.assert_array_equal(items[np.argsort(-kept[row][valid], kind="stable")], expected)
+        lists_with_cold += bool(cold.any())
+    assert lists_with_cold > 0, "the tiny data should put cold items into some lists"
     assert metrics["two_stage/ndcg@10"] == pytest.approx(np.mean(ndcg), abs=1e-6)
     # the ranker re-orders the retrieved K: recall@K is retrieval's
     assert np.mean(recall_k) == pytest.approx(metrics["retrieval/recall@50"], abs=1e-9)
@@ -182,6 +195,7 @@ def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):
     assert len(bundle.items) == dataset.n_items and len(bundle.index) == dataset.n_items
     assert bundle.item_embeddings.shape == (dataset.n_items, retrieval.hparams.dim)
     assert bundle.manifest["ranker"]["features"] == list(FEATURES)
+    assert bundle.manifest["ranker"]["cold_candidates"] == "rank" and bundle.ranker.cold_candidates == "rank"
     assert bundle.manifest["candidates"]["num_candidates"] == K and bundle.transitions.matrix.nnz > 0
     # histories are the users' most recent items as item_id strings, ending with the test target
     test = dataset.read_split("test").to_pandas()

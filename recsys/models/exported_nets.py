@@ -41,5 +41,6 @@ def exported_nets(retrieval_ckpt: str | Path, ranker_ckpt: str | Path | None = N
             "use_embeddings": bool(rh.use_embeddings),
             "hidden": list(rh.hidden),
             "dropout": float(rh.dropout),
+            "cold_candidates": str(rh.cold_candidates),
         }
     return parts

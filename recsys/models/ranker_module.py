@@ -20,6 +20,7 @@ from recsys.features.ranker_features import FEATURES, feature_columns
 from recsys.models.ranker_net import RankerNet
 
 LOSSES = ("bce", "listwise")
+_IS_COLD = FEATURES.index("is_cold")
 
 
 def ranker_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -51,6 +52,7 @@ class RankerModule(L.LightningModule):
         monitor: str = "val/ndcg@10",
         test_ks: list[int] | None = None,
         ranking_ks: list[int] | None = None,
+        cold_candidates: str = "rank",
     ):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -60,7 +62,9 @@ class RankerModule(L.LightningModule):
         ranking_ks = [int(k) for k in (ranking_ks or [5, 10, 20])]
         super().__init__()
         self.save_hyperparameters()  # reads the (normalized) local values above
-        self.net = RankerNet(embedding_dim, feature_columns(features), use_embeddings, hidden, dropout)
+        self.net = RankerNet(
+            embedding_dim, feature_columns(features), use_embeddings, hidden, dropout, cold_candidates
+        )
         dataset = PreparedDataset.load(dataset_dir, verify=False)
         arrays = item_arrays(dataset)
         n, text = dataset.n_items, np.asarray(dataset.text_embeddings(mmap=False), dtype=np.float32)
@@ -83,12 +87,16 @@ class RankerModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
         return loss
 
-    def _ranks(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-        return two_stage_ranks(logits, batch["mask"], batch["target_pos"], self.n_items)
+    def _final(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        """Scores in the served list's order (cold candidates per ``cold_candidates``)."""
+        return self.net.final_scores(logits, batch["features"][..., _IS_COLD], batch["mask"])
+
+    def _ranks(self, batch: dict[str, torch.Tensor], final: torch.Tensor) -> torch.Tensor:
+        return two_stage_ranks(final, batch["mask"], batch["target_pos"], self.n_items)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
-        self.val_two_stage.update(self._ranks(batch, logits), batch["target"])
+        self.val_two_stage.update(self._ranks(batch, self._final(batch, logits)), batch["target"])
         self.val_retrieval.update(batch["retrieval_rank"], batch["target"])
 
     def on_validation_epoch_end(self) -> None:
@@ -107,8 +115,9 @@ class RankerModule(L.LightningModule):
         mask = batch["mask"]
         # a target past the K retrieved is a miss: two-stage MRR is cut at K and named mrr@K
         self.two_stage_metrics.mrr_cutoff = int(batch["candidates"].shape[1])
+        final = self._final(batch, logits)
         self.two_stage_metrics.update(
-            self._ranks(batch, logits), batch["target"], reranked(logits, batch["candidates"], mask)
+            self._ranks(batch, final), batch["target"], reranked(final, batch["candidates"], mask)
         )
         self.retrieval_metrics.update(batch["retrieval_rank"], batch["target"], batch["candidates"])
         # unique over ranks too: lists with equal ids would merge when the metric gathers them

@@ -9,9 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys.models.cold_slots import COLD_CANDIDATE_POLICIES, final_scores
+
 
 class RankerNet(nn.Module):
-    """``forward(user [B, d], items [B, K, d], features [B, K, F_all]) -> logits [B, K]``."""
+    """``forward(user [B, d], items [B, K, d], features [B, K, F_all]) -> logits [B, K]``.
+
+    ``cold_candidates`` is how the final list treats cold candidates (``recsys.models.cold_slots``):
+    it travels with the net so the serving graph orders a list as the test did.
+    """
 
     def __init__(
         self,
@@ -20,10 +26,16 @@ class RankerNet(nn.Module):
         use_embeddings: bool = True,
         hidden: list[int] | tuple[int, ...] = (256, 128),
         dropout: float = 0.2,
+        cold_candidates: str = "rank",
     ):
         super().__init__()
         if not (feature_columns or use_embeddings):
             raise ValueError("the ranker needs features, embeddings, or both")
+        if cold_candidates not in COLD_CANDIDATE_POLICIES:
+            raise ValueError(
+                f"cold_candidates must be one of {COLD_CANDIDATE_POLICIES}, got {cold_candidates!r}"
+            )
+        self.cold_candidates = cold_candidates
         self.use_embeddings = use_embeddings
         self.register_buffer("feature_columns", torch.tensor(list(feature_columns), dtype=torch.long))
         width = 3 * embedding_dim * use_embeddings + len(feature_columns)
@@ -63,6 +75,10 @@ class RankerNet(nn.Module):
             u = user[:, None, :].expand_as(items)
             parts = [u, items, u * items, dense]
         return self._add_wide(self.mlp(torch.cat(parts, dim=-1)).squeeze(-1), dense)
+
+    def final_scores(self, logits: torch.Tensor, is_cold: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, K] scores whose descending order is the served list (candidates in retrieval order)."""
+        return final_scores(logits, is_cold, mask, self.cold_candidates)
 
     def _add_wide(self, logits: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return logits if self.wide is None else logits + self.wide(dense).squeeze(-1)

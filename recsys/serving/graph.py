@@ -219,9 +219,13 @@ class InferenceGraph:
             lengths,
             self.last_n,
         )
-        final = ranker.score_user(user[0], items, feats[0]).numpy()
-        order = np.argsort(-final, kind="stable")[:top_k]
-        return cand_t.numpy()[order], final[order]
+        logits = ranker.score_user(user[0], items, feats[0])
+        is_cold = self.tables.is_cold.index_select(0, cand_t)
+        final = ranker.final_scores(
+            logits[None], is_cold[None], torch.ones_like(is_cold, dtype=torch.bool)[None]
+        )
+        order = np.argsort(-final[0].numpy(), kind="stable")[:top_k]
+        return cand_t.numpy()[order], logits.numpy()[order]
 
     # ------------------------------------------------------------------ catalog changes
     def add_items(self, item_ids: list[str], titles: list[str], texts: list[str]) -> np.ndarray:

@@ -12,7 +12,11 @@ MAX_POSTED_HISTORY = 10_000
 class RecommendedItem(BaseModel):
     item_id: str
     title: str
-    score: float
+    score: float = Field(
+        description="the ranker's score (the retrieval inner product without a ranker; the popularity "
+        "score for `popular`); items come in `rank` order, where a cold item keeps its retrieval "
+        "position, so scores need not decrease"
+    )
     rank: int
 
 
