@@ -82,7 +82,8 @@ def main() -> None:
                 r, r_wall, r_command = run_train(ranker, work / f"{pool}_seed{seed}_ranker_{policy}", REPO)
                 row["rankers"][policy] = (r, r_wall)
                 row["commands"].append(r_command)
-            row["r"] = next(iter(row["rankers"].values()), (None,))[0]
+            # the first policy's ranker fills the main table (the default policy comes first)
+            row["r"] = next(iter(row["rankers"].values()))[0] if row["rankers"] else None
             print(json.dumps({key: row[key] for key in ("pool", "seed", "wall")}), flush=True)
             rows.append(row)
     n_items = rows[0]["m"]["n_items"]

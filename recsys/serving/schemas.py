@@ -14,8 +14,8 @@ class RecommendedItem(BaseModel):
     title: str
     score: float = Field(
         description="the ranker's score (the retrieval inner product without a ranker; the popularity "
-        "score for `popular`); items come in `rank` order, where a cold item keeps its retrieval "
-        "position, so scores need not decrease"
+        "score for `popular`); items come in `rank` order, which under a bundle's "
+        "`cold_candidates=keep` leaves cold items at their retrieval position, so scores need not decrease"
     )
     rank: int
 
