@@ -63,7 +63,8 @@ def test_cold_candidates_keep_their_retrieval_position(graph, monkeypatch):
     monkeypatch.setattr(graph.bundle.ranker, "cold_candidates", "keep")
     checked = 0
     for user_id in graph.bundle.users["user_id"]:
-        ranked = [x["item_id"] for x in graph.recommend(user_id=user_id, top_k=50)["items"]]
+        out = graph.recommend(user_id=user_id, top_k=50)["items"]
+        ranked = [x["item_id"] for x in out]
         with monkeypatch.context() as m:
             m.setattr(graph.bundle, "ranker", None)  # the retrieval order alone
             retrieved = [x["item_id"] for x in graph.recommend(user_id=user_id, top_k=50)["items"]]
@@ -71,7 +72,6 @@ def test_cold_candidates_keep_their_retrieval_position(graph, monkeypatch):
         for pos in cold:
             assert ranked[pos] == retrieved[pos]
         assert set(ranked) == set(retrieved)
-        out = graph.recommend(user_id=user_id, top_k=50)["items"]
         warm_scores = [x["score"] for x in out if graph.item(x["item_id"])["is_warm"]]
         assert warm_scores == sorted(warm_scores, reverse=True)
         checked += len(cold)

@@ -17,6 +17,11 @@ import torch
 COLD_CANDIDATE_POLICIES = ("keep", "rank")
 
 
+def check_policy(policy: str) -> None:
+    if policy not in COLD_CANDIDATE_POLICIES:
+        raise ValueError(f"cold_candidates must be one of {COLD_CANDIDATE_POLICIES}, got {policy!r}")
+
+
 def keep_cold_slots(scores: torch.Tensor, is_cold: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B, K] scores whose descending order is the final list, for candidates in retrieval order.
 
@@ -42,6 +47,5 @@ def final_scores(
     scores: torch.Tensor, is_cold: torch.Tensor, mask: torch.Tensor, policy: str
 ) -> torch.Tensor:
     """The scores a list is finally sorted by under ``policy`` (one of ``COLD_CANDIDATE_POLICIES``)."""
-    if policy not in COLD_CANDIDATE_POLICIES:
-        raise ValueError(f"cold_candidates must be one of {COLD_CANDIDATE_POLICIES}, got {policy!r}")
+    check_policy(policy)
     return keep_cold_slots(scores, is_cold, mask) if policy == "keep" else scores

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.models.cold_slots import COLD_CANDIDATE_POLICIES, final_scores
+from recsys.models.cold_slots import check_policy, final_scores
 
 
 class RankerNet(nn.Module):
@@ -31,10 +31,7 @@ class RankerNet(nn.Module):
         super().__init__()
         if not (feature_columns or use_embeddings):
             raise ValueError("the ranker needs features, embeddings, or both")
-        if cold_candidates not in COLD_CANDIDATE_POLICIES:
-            raise ValueError(
-                f"cold_candidates must be one of {COLD_CANDIDATE_POLICIES}, got {cold_candidates!r}"
-            )
+        check_policy(cold_candidates)
         self.cold_candidates = cold_candidates
         self.use_embeddings = use_embeddings
         self.register_buffer("feature_columns", torch.tensor(list(feature_columns), dtype=torch.long))
