@@ -78,6 +78,10 @@ def main() -> None:
         out = Path(args.bundle_dir)
         t0 = time.perf_counter()
         parts = BundleParts(**exported_nets(args.ckpt), settings=CandidateSettings())
+        if parts.retrieval_config and parts.retrieval_config.get("cold_score_offset"):
+            raise SystemExit(
+                "bench_index measures the plain inner-product index: use a checkpoint without cold_score_offset"
+            )
         manifest = write_bundle(out, parts, HNSWIndex(d))
         export_s = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in out.iterdir()) / 2**30

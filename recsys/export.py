@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from recsys.candidates.settings import CandidateSettings
+from recsys.index.score_offsets import index_dim
 from recsys.models.exported_nets import exported_nets
 from recsys.serving.bundle_writer import BundleParts, write_bundle
 from recsys.utils.artifacts import checkpoint_file
@@ -26,7 +27,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     overrides = {"num_candidates": cfg.get("num_candidates"), "max_history": cfg.get("max_history")}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v})
     parts = BundleParts(**exported_nets(retrieval, ranker), settings=settings)
-    index = hydra.utils.instantiate(cfg.index, dim=int(parts.catalog.shape[1]))
+    offset = (parts.retrieval_config or {}).get("cold_score_offset", 0.0)
+    index = hydra.utils.instantiate(cfg.index, dim=index_dim(parts.catalog.shape[1], offset))
     extra = {"checkpoints": {"retrieval": str(cfg.retrieval_ckpt), "ranker": cfg.get("ranker_ckpt")}}
     manifest = write_bundle(cfg.bundle_dir, parts, index, extra=extra)
     summary = {

@@ -57,3 +57,20 @@ def test_exact_softmax_runs_over_the_pool_only(dataset, pool):
         columns = torch.searchsorted(pool_ids, batch["targets"][0])
         expected = F.cross_entropy(logits, columns)
     torch.testing.assert_close(loss, expected)
+
+
+def test_context_positions_are_read_but_not_scored(dataset):
+    """data.window_stride: a target of 0 inside a window's length is context, not a training position."""
+    model = _model(dataset, "trained", -1).eval()
+    warm = torch.as_tensor(item_arrays(dataset)["is_warm"])
+    ids = torch.nonzero(warm).flatten()[:7]
+    targets = ids[None, 1:].clone()
+    targets[0, :4] = 0  # the first 4 positions are context for the last 2 targets
+    batch = {"history": ids[None, :-1], "targets": targets, "lengths": torch.tensor([6])}
+    with torch.no_grad():
+        loss = model._all_positions_step(batch)
+        user = model.user_tower.forward_all(model.item_tower(batch["history"]), batch["lengths"])[4:]
+        pool_ids = torch.nonzero(warm).flatten()
+        logits = user @ model.item_tower(pool_ids).T / model.hparams.temperature
+        expected = F.cross_entropy(logits, torch.searchsorted(pool_ids, ids[5:]))
+    torch.testing.assert_close(loss, expected)

@@ -34,7 +34,8 @@ def test_user_sequences_rebuild_the_full_train_sequence_from_capped_rows():
 @pytest.mark.parametrize("max_history", [1, 2, 3, 6, 10])
 def test_windows_cover_every_target_exactly_once(max_history):
     _, offsets, users = user_sequences(*_rows())
-    starts, ends, seq = window_bounds(offsets, max_history)
+    starts, ends, seq, first = window_bounds(offsets, max_history)
+    assert np.array_equal(first, starts + 1)  # no context positions by default
     assert np.all(ends - starts <= max_history + 1) and np.all(ends - starts >= 2)
     covered = []  # (user, position of the target in its sequence)
     for s, e, q in zip(starts, ends, seq, strict=True):
@@ -45,14 +46,14 @@ def test_windows_cover_every_target_exactly_once(max_history):
 
 def test_the_last_window_of_a_user_ends_at_their_last_item_with_full_context():
     items, offsets, _ = user_sequences(*_rows())
-    starts, ends, _ = window_bounds(offsets, 4)
+    starts, ends, _, _ = window_bounds(offsets, 4)
     windows = [items[s:e].tolist() for s, e in zip(starts, ends, strict=True)]
     assert windows == [[20, 21], [12, 13, 14, 15, 16], [10, 11, 12]]
 
 
 def test_window_batch_shifts_targets_by_one_and_pads_with_zero():
     items, offsets, users = user_sequences(*_rows())
-    starts, ends, seq = window_bounds(offsets, 4)
+    starts, ends, seq, _ = window_bounds(offsets, 4)
     batch = SequenceWindows(items, starts, ends, users[seq])[[0, 1, 2]]
     assert batch["history"].tolist() == [[20, 0, 0, 0], [12, 13, 14, 15], [10, 11, 0, 0]]
     assert batch["targets"].tolist() == [[21, 0, 0, 0], [13, 14, 15, 16], [11, 12, 0, 0]]
@@ -60,6 +61,41 @@ def test_window_batch_shifts_targets_by_one_and_pads_with_zero():
     assert batch["user_idx"].tolist() == [3, 7, 7]
     valid = torch.arange(4)[None, :] < batch["lengths"][:, None]
     assert torch.equal(valid, batch["targets"] > 0)
+
+
+@pytest.mark.parametrize(("max_history", "stride"), [(1, 1), (3, 1), (3, 2), (6, 2), (10, 4)])
+def test_strided_windows_score_every_target_once_with_context(max_history, stride):
+    items, offsets, users = user_sequences(*_rows())
+    starts, ends, seq, first = window_bounds(offsets, max_history, stride)
+    batch = SequenceWindows(items, starts, ends, users[seq], first)[list(range(len(starts)))]
+    scored = []
+    for row, (s, q) in enumerate(zip(starts, seq, strict=True)):
+        for pos in range(int(batch["lengths"][row])):
+            target = int(batch["targets"][row, pos])
+            if target:
+                assert target == items[s + 1 + pos]
+                # a scored target reads its whole sequence, or max_history − stride items at least
+                assert pos + 1 >= min(max_history - stride + 1, s + 1 + pos - offsets[q])
+                scored.append((int(users[q]), s + 1 + pos - offsets[q]))
+    expected = [(int(u), p) for i, u in enumerate(users) for p in range(1, offsets[i + 1] - offsets[i])]
+    assert sorted(scored) == sorted(expected)
+    assert SequenceWindows(items, starts, ends, users[seq], first).n_targets == len(expected)
+
+
+def test_stride_2_windows_of_4_by_hand():
+    items, offsets, users = user_sequences(*_rows())
+    starts, ends, seq, first = window_bounds(offsets, 4, stride=2)
+    batch = SequenceWindows(items, starts, ends, users[seq], first)[list(range(len(starts)))]
+    # user 3: [20, 21]; user 7: targets 15,16 | 13,14 | 11,12 with up to 2 context items before them
+    assert batch["history"].tolist() == [[20, 0, 0, 0], [12, 13, 14, 15], [10, 11, 12, 13], [10, 11, 0, 0]]
+    assert batch["targets"].tolist() == [[21, 0, 0, 0], [0, 0, 15, 16], [0, 0, 13, 14], [11, 12, 0, 0]]
+
+
+def test_a_stride_outside_1_to_max_history_is_refused():
+    _, offsets, _ = user_sequences(*_rows())
+    for stride in (0, 5):
+        with pytest.raises(ValueError, match="stride"):
+            window_bounds(offsets, 4, stride)
 
 
 def test_windows_from_a_prepared_split_hold_every_train_target(trained):

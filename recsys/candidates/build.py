@@ -78,7 +78,7 @@ def build_candidates(
         user = model.encode_users(batch["history"], batch["lengths"]).float()
         seen_rows, seen_items = seen.batch(batch["user_idx"].numpy())
         result = rank_full_catalog(
-            lambda items, u=user: u @ catalog[items].T,
+            lambda items, u=user: model.retrieval_scores(u, catalog, items),
             batch["target"],
             dataset.n_items,
             seen_rows,
@@ -87,7 +87,7 @@ def build_candidates(
             model.hparams.eval_chunk_size,
         )
         cand = result.topk
-        scores = (user[:, None, :] * catalog[cand]).sum(-1)
+        scores = model.retrieval_scores(user, catalog, cand)
         if cand.shape[1] < k:
             cand = torch.nn.functional.pad(cand, (0, k - cand.shape[1]))
             scores = torch.nn.functional.pad(scores, (0, k - scores.shape[1]))

@@ -149,7 +149,8 @@ class SequenceDataModule(BatchedSplits):
     """Train rows from ``train.parquet``; val/test rows from their files.
 
     ``objective="all_positions"`` serves training as user-sequence windows (``SequenceWindows``:
-    every train target once per epoch, scored at every position); ``last_position`` as the
+    every train target once per epoch, scored at every position; ``window_stride`` < history
+    gives each window's first targets context); ``last_position`` as the
     (history prefix, next item) rows themselves. ``batch_size`` counts windows or rows.
 
     ``prepare_data`` runs the dataset's preparer when the prepared directory is missing or was
@@ -168,6 +169,7 @@ class SequenceDataModule(BatchedSplits):
         name: str | None = None,
         raw_dir: str | None = None,
         objective: str = "last_position",
+        window_stride: int | None = None,
     ):
         super().__init__()
         if objective not in OBJECTIVES:
@@ -179,6 +181,7 @@ class SequenceDataModule(BatchedSplits):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.max_history = max_history
+        self.window_stride = window_stride
         self.seed = seed
         self.name = name
         self.dataset: PreparedDataset | None = None
@@ -199,6 +202,8 @@ class SequenceDataModule(BatchedSplits):
                 continue
             if split == "train" and self.objective == "all_positions":
                 window = self.max_history or self.dataset.manifest["config"]["max_history"]
-                self.splits[split] = SequenceWindows.from_split(self.dataset, split, window)
+                self.splits[split] = SequenceWindows.from_split(
+                    self.dataset, split, window, self.window_stride
+                )
             else:
                 self.splits[split] = RaggedRows.from_split(self.dataset, split, self.max_history)

@@ -30,6 +30,7 @@ def exported_nets(retrieval_ckpt: str | Path, ranker_ckpt: str | Path | None = N
             "fusion": str(hp.fusion),
             "text_dim": int(retrieval.item_tower.text.shape[1]),
         },
+        "retrieval_config": {"cold_score_offset": float(hp.get("cold_score_offset", 0.0))},
     }
     if ranker_ckpt is not None:
         ranker = RankerModule.load_from_checkpoint(ranker_ckpt, map_location="cpu", weights_only=True).eval()

@@ -61,6 +61,7 @@ class TwoTowerModule(L.LightningModule):
         loss_chunk_size: int | None = 8192,
         negative_pool: str = "catalog",
         text_baseline: bool = False,
+        cold_score_offset: float = 0.0,
     ):
         if isinstance(user_encoder, DictConfig):
             user_encoder = OmegaConf.to_container(user_encoder, resolve=True)
@@ -98,6 +99,11 @@ class TwoTowerModule(L.LightningModule):
             arrays["train_count"], arrays["is_warm"], negative_pool, negative_sampling
         )
         self.popularity = PopularityBaseline(arrays["train_count"])
+        # cold_score_offset: added to the score of every text-only item (no trained ID row), the
+        # same in evaluation, stage-two candidates and serving (bundle manifest "retrieval")
+        text_only = ~arrays["is_warm"]
+        text_only[:FIRST_ITEM_IDX] = False
+        self._score_offsets = torch.from_numpy(text_only.astype(np.float32)) * float(cold_score_offset)
         self._dataset = dataset
         self._seen: dict[str, SeenItems] = {}
         self._catalog: torch.Tensor | None = None
@@ -165,7 +171,8 @@ class TwoTowerModule(L.LightningModule):
         """Every position of every window scored against its next item (see losses.py)."""
         history, lengths, targets = batch["history"], batch["lengths"], batch["targets"]
         valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < lengths[:, None]
-        target_ids = targets[valid]
+        scored = targets[valid] > 0  # context positions (data.window_stride) carry target 0
+        target_ids = targets[valid][scored]
         negatives = self.sample_negatives()
         hp = self.hparams
         use_batch = hp.batch_target_negatives and hp.num_global_negatives >= 0
@@ -175,7 +182,7 @@ class TwoTowerModule(L.LightningModule):
         unique, inverse = torch.unique(ids, return_inverse=True)  # each item through the tower once
         vectors = self.item_tower(unique)[inverse]
         n_hist, n_pos = history.numel(), target_ids.shape[0]
-        user = self.user_tower.forward_all(vectors[:n_hist].view(*history.shape, -1), lengths)
+        user = self.user_tower.forward_all(vectors[:n_hist].view(*history.shape, -1), lengths)[scored]
         if hp.num_global_negatives < 0:  # the whole pool, item i in its column
             loss = exact_softmax_loss(
                 user,
@@ -292,10 +299,20 @@ class TwoTowerModule(L.LightningModule):
             scores_of, batch["target"], self.n_items, *seen, k_max, self.hparams.eval_chunk_size
         )
 
+    def retrieval_scores(
+        self, user: torch.Tensor, catalog: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        """[B, M] scores of ``items`` (item_idx, [M] or [B, M]) for users [B, d] against the
+        encoded ``catalog``: the inner product, plus ``cold_score_offset`` on text-only items."""
+        offsets = self._score_offsets.to(user.device)[items]
+        if items.dim() == 1:
+            return user @ catalog[items].T + offsets
+        return (user[:, None, :] * catalog[items]).sum(-1) + offsets
+
     def _model_scores(self, batch: dict[str, torch.Tensor]):
         user = self.encode_users(batch["history"], batch["lengths"]).float()
         catalog = self._catalog
-        return lambda items: user @ catalog[items].T
+        return lambda items: self.retrieval_scores(user, catalog, items)
 
     def on_validation_epoch_start(self) -> None:
         self._catalog = self.encode_catalog()

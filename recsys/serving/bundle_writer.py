@@ -23,6 +23,7 @@ from recsys.data.seen_items import SeenItems
 from recsys.data.splitting import user_bounds
 from recsys.features.ranker_features import InteractionTimeline, ItemTransitions
 from recsys.index.faiss_index import ItemIndex
+from recsys.index.score_offsets import index_vectors
 from recsys.models.item_tower import ItemTower
 from recsys.models.ranker_net import RankerNet
 from recsys.models.user_tower import UserTower
@@ -43,6 +44,7 @@ class BundleParts:
     settings: CandidateSettings
     ranker: RankerNet | None = None
     ranker_config: dict[str, Any] | None = None  # RankerNet's values, features by name
+    retrieval_config: dict[str, Any] | None = None  # {"cold_score_offset": b}; None: no offset
 
 
 def user_histories(dataset: PreparedDataset, max_history: int) -> pd.DataFrame:
@@ -118,7 +120,9 @@ def write_bundle(
 
     catalog = parts.catalog[FIRST_ITEM_IDX:].numpy()
     ids = np.arange(FIRST_ITEM_IDX, FIRST_ITEM_IDX + dataset.n_items, dtype=np.int64)
-    index.build(ids, catalog)
+    retrieval = {"cold_score_offset": 0.0, **(parts.retrieval_config or {})}
+    is_warm = dataset.items.sort_values("item_idx")["is_warm"].to_numpy()
+    index.build(ids, index_vectors(catalog, ~is_warm, retrieval["cold_score_offset"]))
     lap("index_build")
     timeline = InteractionTimeline.from_dataset(dataset)
     items = dataset.items.sort_values("item_idx")
@@ -159,6 +163,7 @@ def write_bundle(
         "user_tower": parts.user_tower_config,
         "item_tower": parts.item_tower_config,
         "ranker": parts.ranker_config if parts.ranker is not None else None,
+        "retrieval": retrieval,
         **(extra or {}),
     }
     with atomic_directory(path) as staging:

@@ -18,6 +18,7 @@ import torch
 from recsys.data.dataset import FIRST_ITEM_IDX
 from recsys.data.text_encoders import encoder_from_key
 from recsys.features.ranker_features import ItemFeatureTables, candidate_features, gather_rows
+from recsys.index.score_offsets import index_queries, index_vectors
 from recsys.serving.bundle import Bundle
 
 
@@ -43,6 +44,8 @@ class InferenceGraph:
             int(candidates["num_candidates"]),
         )
         self.last_n = int(candidates["last_n"])
+        # text-only items' score offset (absent in bundles written before the option: none)
+        self.cold_score_offset = float((m.get("retrieval") or {}).get("cold_score_offset", 0.0))
         items = bundle.items
         # a numpy array of str: per-request element access costs ~15 µs less than a pandas Index
         self.item_ids = items["item_id"].astype(str).to_numpy(dtype=object)
@@ -196,13 +199,16 @@ class InferenceGraph:
         if user is None:
             user = self.bundle.user_tower(gather_rows(self.embeddings, history), lengths)
         k = max(self.num_candidates, top_k)
-        _, cand = self.bundle.index.search(user.numpy(), k, exclude=[seen])
+        query = index_queries(user.numpy(), self.cold_score_offset)
+        _, cand = self.bundle.index.search(query, k, exclude=[seen])
         n_valid = int((cand[0] >= 0).sum())
         cand_t = torch.from_numpy(cand[0, :n_valid])
         items = self.embeddings.index_select(0, cand_t)
         # exact inner products, best first: the index may store quantized vectors (index.storage),
         # and the ranker learned its score and rank features from exact top-K lists
         exact = items @ user[0]
+        if self.cold_score_offset:
+            exact = exact + self.cold_score_offset * self.tables.is_cold.index_select(0, cand_t)
         by_score = torch.from_numpy(np.argsort(-exact.numpy(), kind="stable"))
         cand_t, items, exact = cand_t[by_score], items.index_select(0, by_score), exact[by_score]
         ranker = self.bundle.ranker
@@ -238,7 +244,8 @@ class InferenceGraph:
             vectors = self.bundle.item_tower.encode_text(text)
         start = len(self.embeddings)
         new_idx = np.arange(start, start + len(item_ids), dtype=np.int64)
-        self.bundle.index.add(new_idx, vectors.numpy())
+        is_cold = np.ones(len(item_ids), dtype=bool)  # new items have text only
+        self.bundle.index.add(new_idx, index_vectors(vectors.numpy(), is_cold, self.cold_score_offset))
         self.embeddings = torch.cat([self.embeddings, vectors])
         for offset, item_id in enumerate(item_ids):
             self._pos_of[str(item_id)] = len(self.item_ids) + offset
