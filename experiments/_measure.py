@@ -23,10 +23,12 @@ def run_child(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> 
     return result
 
 
-def run_train(overrides: list[str], out: Path, cwd: Path) -> tuple[dict, float, str]:
+def run_train(overrides: list[str], out: Path, cwd: Path, reuse: bool = False) -> tuple[dict, float, str]:
     """One ``python -m recsys.train`` run writing into ``out``: (metrics.json, wall s, command).
 
     The recorded command leaves out the output dir (a scratch path) and keeps everything else.
+    ``reuse``: a finished run in ``out`` (its metrics.json, its recorded wall time) is read back
+    instead of trained again, so a study can add rows to runs it already made.
     """
     import shlex
 
@@ -38,13 +40,17 @@ def run_train(overrides: list[str], out: Path, cwd: Path) -> tuple[dict, float, 
         "trainer.enable_progress_bar=false",
         "~callbacks.rich_progress_bar",
     ]
+    command = "python " + " ".join(shlex.quote(a) for a in args if not a.startswith("paths.output_dir"))
+    done = out / "metrics.json"
+    if reuse and done.exists() and (out / "wall_s.txt").exists():
+        return json.loads(done.read_text()), float((out / "wall_s.txt").read_text()), command
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
-    command = "python " + " ".join(shlex.quote(a) for a in args if not a.startswith("paths.output_dir"))
-    return json.loads((out / "metrics.json").read_text()), wall, command
+    (out / "wall_s.txt").write_text(f"{wall:.1f}")
+    return json.loads(done.read_text()), wall, command
 
 
 def report(title: str, body: str, record: bool = True) -> None:

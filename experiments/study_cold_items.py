@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/recsys-study-cold")
     parser.add_argument("--cold-offsets", default="0", help="model.cold_score_offset values, e.g. 0,0.1")
     parser.add_argument("--no-ranker", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="read back runs already finished in --workdir")
     parser.add_argument(
         "--cold-candidates",
         default="rank,keep",
@@ -78,7 +79,7 @@ def main() -> None:
                 *([f"model.cold_score_offset={offset:g}"] if offset else []),
                 *args.extra,
             ]
-            m, wall, command = run_train(overrides, work / f"{tag}_seed{seed}", REPO)
+            m, wall, command = run_train(overrides, work / f"{tag}_seed{seed}", REPO, args.reuse)
             row = {"pool": label, "seed": seed, "m": m, "wall": wall, "commands": [command], "rankers": {}}
             for policy in [] if args.no_ranker else args.cold_candidates.split(","):
                 ranker = [
@@ -87,7 +88,9 @@ def main() -> None:
                     f"seed={seed}",
                     f"model.cold_candidates={policy}",
                 ]
-                r, r_wall, r_command = run_train(ranker, work / f"{tag}_seed{seed}_ranker_{policy}", REPO)
+                r, r_wall, r_command = run_train(
+                    ranker, work / f"{tag}_seed{seed}_ranker_{policy}", REPO, args.reuse
+                )
                 row["rankers"][policy] = (r, r_wall)
                 row["commands"].append(r_command)
             # the first policy's ranker fills the main table (the default policy comes first)

@@ -9,6 +9,7 @@ command is recorded); wall-clock covers the whole run (train + full-catalog test
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def main() -> None:
     lines = [
         "Protocol: all ratings, stable leave-one-out (unless the variant sets `split=global_temporal`), "
         "full catalog (1,682 items), earlier items excluded; "
-        "2 CPU threads. Wall = whole run (prepare cached, train with early stopping on val/ndcg@10, test). "
+        f"{os.environ.get('OMP_NUM_THREADS', 'all')} CPU thread(s) a run. "
+        "Wall = whole run (prepare cached, train with early stopping on val/ndcg@10, test). "
         "Every run is bounded by epochs (no wall-clock budget); precision is what `auto` resolved to.",
         "",
         "| variant | seed | val ndcg@10 | recall@10 | ndcg@10 | mrr | recall@100 | test users | cold share | "

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from recsys.candidates.two_stage import two_stage_results
 from recsys.data.dataset import item_arrays
 from recsys.evaluation.report import write_report
+from recsys.models.exported_nets import offset_override
 from recsys.models.two_tower_module import TwoTowerModule
 from recsys.utils.artifacts import checkpoint_file
 from recsys.utils.hydra_helpers import CONFIG_PATH
@@ -23,11 +24,12 @@ from recsys.utils.trainer_setup import instantiate_trainer
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = checkpoint_file(cfg.get("ckpt_path"), "ckpt_path", "evaluate")
+    offset = offset_override(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     model = TwoTowerModule.load_from_checkpoint(
-        ckpt, dataset_dir=str(datamodule.processed_dir), weights_only=True
+        ckpt, dataset_dir=str(datamodule.processed_dir), weights_only=True, **offset
     )
     trainer = instantiate_trainer(cfg.trainer, logger=False, callbacks=[])
     trainer.test(model, datamodule=datamodule)
@@ -43,6 +45,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics |= {"split": "test", "n_users": data.n_rows("test"), "n_users_dataset": data.n_users}
     metrics |= {"n_items": data.n_items, "checkpoint": str(ckpt)}
     metrics["ranker_checkpoint"] = cfg.get("ranker_ckpt")
+    metrics["cold_score_offset"] = float(model.hparams.get("cold_score_offset", 0.0))
     if not trainer.is_global_zero:  # metrics are reduced over ranks; rank 0 writes them
         return metrics
     gates = model.item_tower.gate_values() if cfg.get("figures", True) else None

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from recsys.candidates.settings import CandidateSettings
 from recsys.index.score_offsets import index_dim
-from recsys.models.exported_nets import exported_nets
+from recsys.models.exported_nets import exported_nets, offset_override
 from recsys.serving.bundle_writer import BundleParts, write_bundle
 from recsys.utils.artifacts import checkpoint_file
 from recsys.utils.hydra_helpers import CONFIG_PATH, print_summary
@@ -26,7 +26,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     settings = CandidateSettings.from_checkpoint(ranker) if ranker else CandidateSettings()
     overrides = {"num_candidates": cfg.get("num_candidates"), "max_history": cfg.get("max_history")}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v})
-    parts = BundleParts(**exported_nets(retrieval, ranker), settings=settings)
+    parts = BundleParts(**exported_nets(retrieval, ranker, **offset_override(cfg)), settings=settings)
     offset = (parts.retrieval_config or {}).get("cold_score_offset", 0.0)
     index = hydra.utils.instantiate(cfg.index, dim=index_dim(parts.catalog.shape[1], offset))
     extra = {"checkpoints": {"retrieval": str(cfg.retrieval_ckpt), "ranker": cfg.get("ranker_ckpt")}}

@@ -104,3 +104,40 @@ def test_a_bundle_serves_the_offset_it_was_trained_with(trained, tmp_path):
         assert is_cold[got[0]] and "NEW-1" in {x["item_id"] for x in out}
         checked += 1
     assert checked >= 3
+
+
+def test_evaluate_at_another_offset_moves_cold_targets_up(trained, tmp_path):
+    """``recsys.evaluate cold_score_offset=b`` scores one trained model at another offset."""
+    from recsys.evaluate import evaluate
+    from tests.conftest import compose_config
+    from tests.test_train import TINY
+
+    root = trained["root"]
+    common = [
+        f"paths.root_dir={root}",
+        *[o for o in TINY if not o.startswith("~callbacks")],
+        f"ckpt_path={trained['retrieval']}",
+        "figures=false",
+    ]
+    base = evaluate(compose_config("evaluate", [*common, f"paths.output_dir={tmp_path}/a"]))
+    shifted = evaluate(
+        compose_config("evaluate", [*common, f"paths.output_dir={tmp_path}/b", "cold_score_offset=5.0"])
+    )
+    assert base["cold_score_offset"] == 0.0 and shifted["cold_score_offset"] == 5.0
+    assert base["retrieval_cold/n_users"] > 0
+    # +5 puts every unseen cold item above every warm one (cosines lie in [-1, 1])
+    assert shifted["retrieval_cold/mrr"] > base["retrieval_cold/mrr"]
+    assert shifted["retrieval_warm/mrr"] < base["retrieval_warm/mrr"]
+    assert shifted["popularity/ndcg@10"] == base["popularity/ndcg@10"]  # the baseline is not the model
+    with pytest.raises(ValueError, match="ranker"):
+        evaluate(
+            compose_config(
+                "evaluate",
+                [
+                    *common,
+                    f"paths.output_dir={tmp_path}/c",
+                    "cold_score_offset=0.1",
+                    f"ranker_ckpt={trained['ranker']}",
+                ],
+            )
+        )

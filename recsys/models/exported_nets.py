@@ -10,10 +10,28 @@ from recsys.models.two_tower_module import TwoTowerModule
 from recsys.models.user_tower import encoder_spec
 
 
-def exported_nets(retrieval_ckpt: str | Path, ranker_ckpt: str | Path | None = None) -> dict[str, Any]:
-    """Keyword arguments of ``recsys.serving.bundle_writer.BundleParts`` (all but the settings)."""
+def offset_override(cfg: Any) -> dict[str, float]:
+    """``{"cold_score_offset": b}`` when a run overrides the checkpoint's offset, else ``{}``.
+
+    The offset moves scores, not weights; a ranker learned its retrieval-score feature under the
+    checkpoint's offset, so an override is refused next to one."""
+    if cfg.get("cold_score_offset") is None:
+        return {}
+    if cfg.get("ranker_ckpt"):
+        raise ValueError(
+            "cold_score_offset cannot be overridden with ranker_ckpt: the ranker was trained on "
+            "candidates scored with the retrieval checkpoint's offset; retrain it instead"
+        )
+    return {"cold_score_offset": float(cfg.cold_score_offset)}
+
+
+def exported_nets(
+    retrieval_ckpt: str | Path, ranker_ckpt: str | Path | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Keyword arguments of ``recsys.serving.bundle_writer.BundleParts`` (all but the settings);
+    ``overrides``: retrieval hyperparameters that change scoring only (``cold_score_offset``)."""
     retrieval = TwoTowerModule.load_from_checkpoint(
-        retrieval_ckpt, map_location="cpu", weights_only=True
+        retrieval_ckpt, map_location="cpu", weights_only=True, **overrides
     ).eval()
     hp = retrieval.hparams
     name, params = encoder_spec(dict(hp.user_encoder))
