@@ -53,6 +53,25 @@ def run_train(overrides: list[str], out: Path, cwd: Path, reuse: bool = False) -
     return json.loads(done.read_text()), wall, command
 
 
+def reprepare(overrides: list[str], ckpt: str, cwd: Path) -> None:
+    """Prepare a reused run's dataset again (its seed's, e.g. synthetic data is generated per seed
+    into one directory) by evaluating its checkpoint, before stage two reads that directory."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        args = [
+            "-m",
+            "recsys.evaluate",
+            *overrides,
+            f"ckpt_path={ckpt}",
+            "figures=false",
+            f"paths.output_dir={out}",
+        ]
+        proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"re-preparing for {ckpt} failed:\n{proc.stderr[-3000:]}")
+
+
 def report(title: str, body: str, record: bool = True) -> None:
     """Print ``body`` and append it to RESULTS.md under ``title`` with the command that ran."""
     import shlex

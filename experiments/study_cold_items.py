@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import report, run_train
+from experiments._measure import report, reprepare, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -81,7 +81,15 @@ def main() -> None:
             ]
             m, wall, command = run_train(overrides, work / f"{tag}_seed{seed}", REPO, args.reuse)
             row = {"pool": label, "seed": seed, "m": m, "wall": wall, "commands": [command], "rankers": {}}
-            for policy in [] if args.no_ranker else args.cold_candidates.split(","):
+            policies = [] if args.no_ranker else args.cold_candidates.split(",")
+            pending = [
+                q for q in policies if not (work / f"{tag}_seed{seed}_ranker_{q}" / "metrics.json").exists()
+            ]
+            if args.reuse and pending:  # the dataset directory may hold another seed's data now
+                reprepare(
+                    [o for o in overrides if o != "model.text_baseline=true"], m["best_checkpoint"], REPO
+                )
+            for policy in policies:
                 ranker = [
                     "experiment=ranker",
                     f"retrieval_ckpt={m['best_checkpoint']}",

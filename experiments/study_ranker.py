@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -87,7 +88,7 @@ def main() -> None:
         "(stable leave-one-out unless it says `global_temporal`); K = 200 retrieved per user over the full catalog",
         "(seen items excluded, the target never injected); ranker trained on val-split lists (90% of users),",
         "early-stopped on the other 10% (**val ndcg@10**: their two-stage ndcg@10, what decides defaults), "
-        "tested on the test split. 2 CPU threads.",
+        f"tested on the test split. {os.environ.get('OMP_NUM_THREADS', 'all')} CPU thread(s) a run.",
         "",
         "| ranker | seed | val ndcg@10 | two_stage ndcg@10 | retrieval ndcg@10 | ratio | two_stage recall@10 "
         "| retrieval recall@10 | ranking auc | ranking ndcg@10 | as-of features | wall s |",
