@@ -6,7 +6,11 @@ with `python -m recsys.evaluate cold_score_offset=b` (the same test code as trai
 cannot pick b where it holds no cold targets (synthetic's fresh releases are test targets only):
 b is a product choice, how much of a list new items may take, and this table is what it costs.
 
-    python experiments/sweep_cold_offset.py --checkpoints /tmp/recsys-study-offset/synthetic/catalog_seed4*/checkpoints/epoch_*.ckpt
+    python experiments/sweep_cold_offset.py --seeds 42,43,44 \
+        --checkpoints /tmp/recsys-study-offset/synthetic/catalog_seed4{2,3,4}/checkpoints/epoch_*.ckpt
+
+Each checkpoint is evaluated with the seed it was trained with (`--seeds`, in the same order):
+synthetic data is generated per seed, so the evaluation prepares that seed's dataset again.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument(
         "--checkpoints", nargs="+", required=True, help="two-tower checkpoints (one per seed)"
     )
+    parser.add_argument("--seeds", required=True, help="the seed each checkpoint was trained with")
     parser.add_argument("--offsets", default="0,0.05,0.1,0.15,0.2")
     parser.add_argument("--experiment", default="two_tower")
     parser.add_argument("--no-record", action="store_true")
@@ -62,10 +67,13 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [f"experiment={args.experiment}", *args.extra]
     offsets = [float(b) for b in args.offsets.split(",")]
+    seeds = args.seeds.split(",")
+    if len(seeds) != len(args.checkpoints):
+        parser.error(f"{len(args.checkpoints)} checkpoints but {len(seeds)} seeds")
     rows, commands = [], []
-    for ckpt in map(Path, args.checkpoints):
+    for ckpt, seed in zip(map(Path, args.checkpoints), seeds, strict=True):
         for offset in offsets:
-            m, command = evaluate(ckpt, offset, overrides)
+            m, command = evaluate(ckpt, offset, [*overrides, f"seed={seed}"])
             rows.append((ckpt, offset, m))
             commands.append(command)
             print(json.dumps({"ckpt": str(ckpt), "offset": offset, **{k: m.get(v) for k, v in KEYS.items()}}))
