@@ -304,10 +304,10 @@ class TwoTowerModule(L.LightningModule):
     ) -> torch.Tensor:
         """[B, M] scores of ``items`` (item_idx, [M] or [B, M]) for users [B, d] against the
         encoded ``catalog``: the inner product, plus ``cold_score_offset`` on text-only items."""
-        offsets = self._score_offsets.to(user.device)[items]
-        if items.dim() == 1:
-            return user @ catalog[items].T + offsets
-        return (user[:, None, :] * catalog[items]).sum(-1) + offsets
+        scores = user @ catalog[items].T if items.dim() == 1 else (user[:, None, :] * catalog[items]).sum(-1)
+        if not self.hparams.cold_score_offset:  # the common case: no gather and add per chunk
+            return scores
+        return scores + self._score_offsets.to(user.device)[items]
 
     def _model_scores(self, batch: dict[str, torch.Tensor]):
         user = self.encode_users(batch["history"], batch["lengths"]).float()
