@@ -121,11 +121,10 @@ def write_bundle(
     catalog = parts.catalog[FIRST_ITEM_IDX:].numpy()
     ids = np.arange(FIRST_ITEM_IDX, FIRST_ITEM_IDX + dataset.n_items, dtype=np.int64)
     retrieval = {"cold_score_offset": 0.0, **(parts.retrieval_config or {})}
-    is_warm = dataset.items.sort_values("item_idx")["is_warm"].to_numpy()
-    index.build(ids, index_vectors(catalog, ~is_warm, retrieval["cold_score_offset"]))
+    items = dataset.items.sort_values("item_idx")
+    index.build(ids, index_vectors(catalog, ~items["is_warm"].to_numpy(), retrieval["cold_score_offset"]))
     lap("index_build")
     timeline = InteractionTimeline.from_dataset(dataset)
-    items = dataset.items.sort_values("item_idx")
     recent = timeline.counts(items["item_idx"].to_numpy(), timeline.end, settings.window_ms)
     # what the ranker's log_popularity read in training: every interaction before the request
     # (here: all of them) when features are as of the request, else the train counts

@@ -207,10 +207,12 @@ class InferenceGraph:
         # exact inner products, best first: the index may store quantized vectors (index.storage),
         # and the ranker learned its score and rank features from exact top-K lists
         exact = items @ user[0]
+        is_cold = self.tables.is_cold.index_select(0, cand_t)  # the offset's and the ranker's
         if self.cold_score_offset:
-            exact = exact + self.cold_score_offset * self.tables.is_cold.index_select(0, cand_t)
+            exact = exact + self.cold_score_offset * is_cold
         by_score = torch.from_numpy(np.argsort(-exact.numpy(), kind="stable"))
         cand_t, items, exact = cand_t[by_score], items.index_select(0, by_score), exact[by_score]
+        is_cold = is_cold[by_score]
         ranker = self.bundle.ranker
         if ranker is None:
             return cand_t[:top_k].numpy(), exact[:top_k].numpy()
@@ -226,7 +228,6 @@ class InferenceGraph:
             self.last_n,
         )
         logits = ranker.score_user(user[0], items, feats[0])
-        is_cold = self.tables.is_cold.index_select(0, cand_t)
         final = ranker.final_scores(
             logits[None], is_cold[None], torch.ones_like(is_cold, dtype=torch.bool)[None]
         )
