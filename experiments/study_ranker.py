@@ -23,9 +23,22 @@ from experiments._measure import report, run_train
 from experiments.study_ml100k import run_variant
 
 REPO = Path(__file__).resolve().parents[1]
+# the ranker before issue 14's fifth session: no score prior, 30 epochs early-stopped on the
+# ranker's held-out val users (~94 on ML-100K), best epoch tested
+EARLY_STOPPED = [
+    "model.score_prior=false",
+    "trainer.max_epochs=30",
+    "callbacks.early_stopping={_target_:lightning.pytorch.callbacks.EarlyStopping,"
+    "monitor:val/ndcg@10,mode:max,patience:5}",
+    "callbacks.model_checkpoint.monitor=val/ndcg@10",
+]
 VARIANTS: dict[str, list[str]] = {
-    "default": [],  # dense features + [u, i, u⊙i], listwise softmax
-    "seed_mlp": ["model.features=[]", "model.loss=bce"],  # the seed's ranker
+    "default": [],  # a correction of the retrieval logit: dense features + [u, i, u⊙i], listwise, 8 epochs
+    "early_stopped": EARLY_STOPPED,
+    "no_prior": ["model.score_prior=false"],  # the same 8 epochs, learning the whole logit
+    "epochs20": ["trainer.max_epochs=20"],  # validation curves behind the epoch count
+    "no_prior_epochs20": ["model.score_prior=false", "trainer.max_epochs=20"],
+    "seed_mlp": ["model.features=[]", "model.loss=bce", "model.score_prior=false"],  # the seed's ranker
     "features_only": ["model.use_embeddings=false"],
     "features_bce": ["model.loss=bce"],
     "hidden_512": ["model.hidden=[512,256]"],  # the seed's layer widths
@@ -45,12 +58,63 @@ def retrieval_checkpoint(workdir: Path, seed: int, variant: str = "lstm") -> tup
     return metrics["best_checkpoint"], metrics["retrieval/ndcg@10"]
 
 
-def run_ranker(name: str, seed: int, ckpt: str, workdir: Path, retrieval: str = "lstm") -> dict:
+def run_ranker(
+    name: str, seed: int, ckpt: str, workdir: Path, retrieval: str = "lstm", fold: int = 0
+) -> dict:
     overrides = ["experiment=ranker", f"retrieval_ckpt={ckpt}", f"seed={seed}", *VARIANTS[name]]
+    if fold:  # another tenth of the val users validates (cross-validation); fold 0 is the default's
+        overrides.append(f"data.holdout_fold={fold}")
     tag = name if retrieval == "lstm" else f"{retrieval}_{name}"
-    out = workdir / f"ranker_{tag}_seed{seed}"
+    out = workdir / f"ranker_{tag}_seed{seed}{f'_fold{fold}' if fold else ''}"
     metrics, wall, command = run_train(overrides, out, REPO)
-    return {"name": name, "seed": seed, "wall_s": wall, "metrics": metrics, "command": command}
+    return {
+        "name": name,
+        "seed": seed,
+        "fold": fold,
+        "wall_s": wall,
+        "metrics": metrics,
+        "command": command,
+        "out": out,
+    }
+
+
+def val_ratio_by_epoch(out: Path) -> list[float]:
+    """The run's validation two-stage ndcg@10 over retrieval's on the same users, per epoch."""
+    import pandas as pd
+
+    newest = max(out.glob("csv/**/metrics.csv"), key=lambda f: f.stat().st_mtime)  # a rerun adds a version
+    log = pd.read_csv(newest)
+    val = log.dropna(subset=["val/ndcg@10"]).groupby("epoch").last()
+    return (val["val/ndcg@10"] / val["val/retrieval_ndcg@10"]).tolist()
+
+
+def pooled_curves(rows: list[dict], variants: list[str]) -> list[str]:
+    """Validation ratio by epoch, mean over runs (seeds × folds), for variants whose runs all ran
+    the same epochs (no early stopping): what a fixed epoch count is chosen from. The one-standard-
+    error pick is the fewest epochs whose mean is within one standard error of the peak's."""
+    lines = []
+    for name in variants:
+        curves = [val_ratio_by_epoch(r["out"]) for r in rows if r["name"] == name]
+        if len(curves) < 2 or len({len(c) for c in curves}) != 1:
+            continue
+        by_epoch = list(zip(*curves, strict=True))
+        mean = [statistics.mean(values) for values in by_epoch]
+        best = max(range(len(mean)), key=mean.__getitem__)
+        se = statistics.stdev(by_epoch[best]) / len(curves) ** 0.5
+        one_se = next(e for e, m in enumerate(mean) if m >= mean[best] - se)
+        cells = " ".join(f"{m:.3f}" for m in mean)
+        lines.append(
+            f"- {name} ({len(curves)} runs): {cells} (peak at epoch {best + 1} of {len(mean)}, "
+            f"standard error {se:.3f}; fewest epochs within one standard error: {one_se + 1})"
+        )
+    if lines:
+        lines = [
+            "",
+            "Validation two-stage / retrieval ndcg@10 by epoch (1, 2, …), mean over runs:",
+            "",
+            *lines,
+        ]
+    return lines
 
 
 def main() -> None:
@@ -65,19 +129,25 @@ def main() -> None:
         default="lstm",
         help="the study_ml100k.py variant whose checkpoints are re-ranked",
     )
+    parser.add_argument(
+        "--folds",
+        default="0",
+        help="which tenths of the val users validate (data.holdout_fold), e.g. 0,1,2,3,4 to cross-validate",
+    )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--title", default="ML-100K two-stage study")
     args = parser.parse_args()
     workdir = Path(args.retrieval_workdir)
     seeds = [int(s) for s in args.seeds.split(",")]
     ckpts = {seed: retrieval_checkpoint(workdir, seed, args.retrieval_variant) for seed in seeds}
+    folds = [int(f) for f in args.folds.split(",")]
     rows = []
     for name in args.variants.split(","):
-        for seed in seeds:
-            r = run_ranker(name, seed, ckpts[seed][0], workdir, args.retrieval_variant)
+        for seed, fold in ((s, f) for s in seeds for f in folds):
+            r = run_ranker(name, seed, ckpts[seed][0], workdir, args.retrieval_variant, fold)
             m = r["metrics"]
             print(
-                f"{name:22s} seed={seed} two_stage ndcg@10={m['two_stage/ndcg@10']:.4f} "
+                f"{name:22s} seed={seed} fold={fold} two_stage ndcg@10={m['two_stage/ndcg@10']:.4f} "
                 f"retrieval ndcg@10={m['retrieval/ndcg@10']:.4f} "
                 f"ratio={m['two_stage/ndcg@10'] / m['retrieval/ndcg@10']:.3f} | {r['wall_s']:.0f}s",
                 flush=True,
@@ -87,31 +157,32 @@ def main() -> None:
         f"Protocol: ML-100K, all ratings, retrieval variant `{args.retrieval_variant}` of study_ml100k.py "
         "(stable leave-one-out unless it says `global_temporal`); K = 200 retrieved per user over the full catalog",
         "(seen items excluded, the target never injected); ranker trained on val-split lists (90% of users),",
-        "early-stopped on the other 10% (**val ndcg@10**: their two-stage ndcg@10, what decides defaults), "
+        "validated on the other 10% (**val ndcg@10**: their two-stage ndcg@10 at the tested epoch, the last "
+        "one unless the variant early-stops; what decides defaults), "
         f"tested on the test split. {os.environ.get('OMP_NUM_THREADS', 'all')} CPU thread(s) a run.",
         "",
-        "| ranker | seed | val ndcg@10 | two_stage ndcg@10 | retrieval ndcg@10 | ratio | two_stage recall@10 "
+        "| ranker | seed | fold | val ndcg@10 | two_stage ndcg@10 | retrieval ndcg@10 | ratio | two_stage recall@10 "
         "| retrieval recall@10 | ranking auc | ranking ndcg@10 | as-of features | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         m = r["metrics"]
         lines.append(
-            f"| {r['name']} | {r['seed']} | {m['val_best']:.4f} | {m['two_stage/ndcg@10']:.4f} | "
+            f"| {r['name']} | {r['seed']} | {r['fold']} | {m['val_best'] or float('nan'):.4f} | {m['two_stage/ndcg@10']:.4f} | "
             f"{m['retrieval/ndcg@10']:.4f} | {m['two_stage/ndcg@10'] / m['retrieval/ndcg@10']:.3f} | "
             f"{m['two_stage/recall@10']:.4f} | {m['retrieval/recall@10']:.4f} | {m['ranking/auc']:.4f} | "
             f"{m['ranking/ndcg@10']:.4f} | {m.get('features_as_of_request', '-')} | {r['wall_s']:.0f} |"
         )
     lines += [
         "",
-        "Mean over seeds:",
+        "Mean over runs (seeds × folds):",
         "",
         "| ranker | val ndcg@10 (± sd) | two_stage ndcg@10 (± sd) | retrieval ndcg@10 | ratio of means |",
         "|---|---|---|---|---|",
     ]
     for name in args.variants.split(","):
         ms = [r["metrics"] for r in rows if r["name"] == name]
-        val = [m["val_best"] for m in ms]
+        val = [m["val_best"] or float("nan") for m in ms]
         two = [m["two_stage/ndcg@10"] for m in ms]
         ret = [m["retrieval/ndcg@10"] for m in ms]
         sd, val_sd = (statistics.stdev(x) if len(x) > 1 else 0.0 for x in (two, val))
@@ -119,7 +190,10 @@ def main() -> None:
             f"| {name} | {statistics.mean(val):.4f} ± {val_sd:.4f} | {statistics.mean(two):.4f} ± {sd:.4f} | "
             f"{statistics.mean(ret):.4f} | {statistics.mean(two) / statistics.mean(ret):.3f} |"
         )
-    lines += ["", "Commands:", ""] + [f"- {r['name']} (seed {r['seed']}): `{r['command']}`" for r in rows]
+    lines += pooled_curves(rows, args.variants.split(","))
+    lines += ["", "Commands:", ""] + [
+        f"- {r['name']} (seed {r['seed']}, fold {r['fold']}): `{r['command']}`" for r in rows
+    ]
     lines += [f"- retrieval checkpoints: `{ckpts[s][0]}`" for s in seeds]
     report(args.title, "\n".join(lines), record=not args.no_record)
 

@@ -196,6 +196,9 @@ def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):
     assert bundle.item_embeddings.shape == (dataset.n_items, retrieval.hparams.dim)
     assert bundle.manifest["ranker"]["features"] == list(FEATURES)
     assert bundle.manifest["ranker"]["cold_candidates"] == "rank" and bundle.ranker.cold_candidates == "rank"
+    # the default ranker corrects the retrieval logit: its scale travels with the net
+    prior = 1 / retrieval.hparams.temperature
+    assert bundle.manifest["ranker"]["prior_scale"] == pytest.approx(prior) == bundle.ranker.prior_scale
     assert bundle.manifest["candidates"]["num_candidates"] == K and bundle.transitions.matrix.nnz > 0
     # histories are the users' most recent items as item_id strings, ending with the test target
     test = dataset.read_split("test").to_pandas()
@@ -227,18 +230,51 @@ def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):
     assert set(manifest["files"]) >= {"index.faiss", "ranker.safetensors", "user_tower.safetensors"}
 
 
+@pytest.mark.parametrize("prior_scale", [0.0, 5.0])
 @pytest.mark.parametrize("use_embeddings", [True, False])
-def test_factored_single_user_scoring_equals_forward(use_embeddings):
+def test_factored_single_user_scoring_equals_forward(use_embeddings, prior_scale):
     from recsys.features.ranker_features import feature_columns
     from recsys.models.ranker_net import RankerNet
 
     torch.manual_seed(0)
     columns = feature_columns(["score", "transition"])
-    net = RankerNet(8, columns, use_embeddings=use_embeddings, hidden=[16, 4]).eval()
+    net = RankerNet(8, columns, use_embeddings=use_embeddings, hidden=[16, 4], prior_scale=prior_scale).eval()
+    if prior_scale:  # a trained correction (it starts at zero)
+        for p in net.parameters():
+            torch.nn.init.normal_(p)
     user, items, feats = torch.randn(8), torch.randn(30, 8), torch.randn(30, len(FEATURES))
     with torch.no_grad():
         expected = net(user[None], items[None], feats[None])[0]
         torch.testing.assert_close(net.score_user(user, items, feats), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_embeddings", [True, False])
+def test_score_prior_starts_as_retrieval_and_learns_a_correction(use_embeddings):
+    from recsys.features.ranker_features import feature_columns
+    from recsys.models.ranker_net import RankerNet
+
+    torch.manual_seed(0)
+    columns = feature_columns(["score", "transition"])
+    net = RankerNet(8, columns, use_embeddings=use_embeddings, hidden=[16], prior_scale=1 / 0.05)
+    user, items, feats = torch.randn(2, 8), torch.randn(2, 5, 8), torch.randn(2, 5, len(FEATURES))
+    feats[0, :, FEATURES.index("score")] = torch.tensor([0.9, 0.5, 0.4, 0.1, -0.2])
+    feats[0, :, FEATURES.index("transition")] = torch.tensor([0.0, 0.0, 0.0, 3.0, 0.0])
+    # untrained: the retrieval logit itself (score / temperature), so the retrieval order
+    torch.testing.assert_close(net(user, items, feats)[0], torch.tensor([18.0, 10.0, 8.0, 2.0, -4.0]))
+    # the correction learns what retrieval lacks: the item with transitions climbs the list
+    labels = torch.zeros(2, 5)
+    labels[:, 3] = 1.0
+    feats[1] = feats[0]
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    for _ in range(100):
+        optimizer.zero_grad()
+        ranker_loss(net(user, items, feats), labels, mask, "listwise").backward()
+        optimizer.step()
+    net.eval()
+    assert net(user, items, feats)[0].argmax().item() == 3
+    with pytest.raises(ValueError, match="prior_scale"):
+        RankerNet(8, columns, prior_scale=-1.0)
 
 
 def test_evaluate_reports_every_stage_and_draws_the_figures(trained, tmp_path):
@@ -271,3 +307,34 @@ def test_evaluate_reports_every_stage_and_draws_the_figures(trained, tmp_path):
     assert recall[9] == pytest.approx(metrics["retrieval/recall@10"])
     assert len(curves["two_stage"]["all"]["recall"]) == K  # two-stage ranks are defined up to K
     assert_evaluation_figures(metrics["figures"])
+
+
+def test_holdout_folds_partition_the_val_users(trained):
+    from recsys.candidates.datamodule import CandidateDataModule
+
+    def split_users(fold: int) -> tuple[set, set]:
+        dm = CandidateDataModule(
+            str(trained["retrieval"]), num_candidates=K, holdout_fraction=0.25, holdout_fold=fold
+        )
+        dm.setup()
+        return (set(dm.splits["train"].candidates.user_idx), set(dm.splits["val"].candidates.user_idx))
+
+    folds = [split_users(fold) for fold in range(4)]
+    everyone = folds[0][0] | folds[0][1]
+    for train, val in folds:
+        assert val and not train & val and train | val == everyone
+    for a in range(4):  # cross-validation: each user validates in exactly one fold
+        for b in range(a + 1, 4):
+            assert not folds[a][1] & folds[b][1]
+    assert set().union(*(val for _, val in folds)) <= everyone
+    assert sum(len(val) for _, val in folds) >= len(everyone) - 2  # the rounding remainder
+    with pytest.raises(ValueError, match="holdout_fold"):
+        CandidateDataModule(str(trained["retrieval"]), holdout_fraction=0.25, holdout_fold=4)
+
+
+def test_ranker_tests_its_last_epoch_and_reports_that_epochs_validation(trained):
+    metrics = trained["metrics"]
+    # experiment=ranker: fixed epochs, no early stopping, the last epoch is the tested checkpoint
+    last = metrics["epochs_done"] - 1
+    assert last > 0 and metrics["best_checkpoint"].endswith(f"epoch_{last:03d}.ckpt")
+    assert 0.0 <= metrics["val_best"] <= 1.0  # that epoch's val/ndcg@10, not a best-of selection

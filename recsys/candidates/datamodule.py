@@ -72,10 +72,16 @@ class CandidateDataModule(BatchedSplits):
         features_as_of_request: bool | None = None,
         seed: int = 42,
         num_workers: int = 0,
+        holdout_fold: int = 0,
     ):
         super().__init__()
         if not 0 < holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        if not 0 <= holdout_fold < round(1 / holdout_fraction):
+            raise ValueError(
+                f"holdout_fold must be in [0, {round(1 / holdout_fraction)}) for holdout_fraction "
+                f"{holdout_fraction}, got {holdout_fold}"
+            )
         # the ranker checkpoint stores these hyperparameters: CandidateSettings.from_checkpoint
         self.save_hyperparameters()
         self.settings = CandidateSettings(
@@ -86,6 +92,7 @@ class CandidateDataModule(BatchedSplits):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.holdout_fraction = holdout_fraction
+        self.holdout_fold = holdout_fold
         self.seed = seed
         self.num_workers = num_workers
         self.retrieval = None
@@ -119,9 +126,10 @@ class CandidateDataModule(BatchedSplits):
         self._load_retrieval()
         return self.dataset.path
 
-    def model_inputs(self) -> dict[str, int]:
-        """Shapes the ranker is built with (known only once the retrieval model is loaded)."""
-        return {"embedding_dim": int(self._load_retrieval().hparams.dim)}
+    def model_inputs(self) -> dict[str, int | float]:
+        """What the ranker is built with from retrieval (known only once that model is loaded)."""
+        hp = self._load_retrieval().hparams
+        return {"embedding_dim": int(hp.dim), "retrieval_temperature": float(hp.temperature)}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -149,9 +157,9 @@ class CandidateDataModule(BatchedSplits):
             )
             for split in ("val", "test")
         }
-        users = np.unique(built["val"].user_idx)
-        rng = np.random.default_rng(self.seed)
-        holdout = rng.choice(users, max(1, round(len(users) * self.holdout_fraction)), replace=False)
+        users = np.random.default_rng(self.seed).permutation(np.unique(built["val"].user_idx))
+        size = max(1, round(len(users) * self.holdout_fraction))
+        holdout = users[self.holdout_fold * size : (self.holdout_fold + 1) * size]  # folds: cross-validation
         in_holdout = np.isin(built["val"].user_idx, holdout)
         self.splits = {
             "train": CandidateLists(built["val"].subset(np.flatnonzero(~in_holdout)), catalog),

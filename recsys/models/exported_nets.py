@@ -61,5 +61,6 @@ def exported_nets(
             "hidden": list(rh.hidden),
             "dropout": float(rh.dropout),
             "cold_candidates": str(rh.cold_candidates),
+            "prior_scale": float(ranker.net.prior_scale),
         }
     return parts

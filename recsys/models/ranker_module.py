@@ -53,7 +53,11 @@ class RankerModule(L.LightningModule):
         test_ks: list[int] | None = None,
         ranking_ks: list[int] | None = None,
         cold_candidates: str = "rank",
+        score_prior: bool = False,
+        retrieval_temperature: float | None = None,
     ):
+        if score_prior and not retrieval_temperature:
+            raise ValueError("score_prior needs the retrieval model's temperature (retrieval_temperature)")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         features = list(FEATURES if features is None else features)
@@ -63,7 +67,13 @@ class RankerModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # reads the (normalized) local values above
         self.net = RankerNet(
-            embedding_dim, feature_columns(features), use_embeddings, hidden, dropout, cold_candidates
+            embedding_dim,
+            feature_columns(features),
+            use_embeddings,
+            hidden,
+            dropout,
+            cold_candidates,
+            prior_scale=1.0 / retrieval_temperature if score_prior else 0.0,  # the retrieval logit
         )
         dataset = PreparedDataset.load(dataset_dir, verify=False)
         arrays = item_arrays(dataset)

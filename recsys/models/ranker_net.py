@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys.features.ranker_features import FEATURES
 from recsys.models.cold_slots import check_policy, final_scores
+
+_SCORE = FEATURES.index("score")
 
 
 class RankerNet(nn.Module):
@@ -17,6 +20,11 @@ class RankerNet(nn.Module):
 
     ``cold_candidates`` is how the final list treats cold candidates (``recsys.models.cold_slots``):
     it travels with the net so the serving graph orders a list as the test did.
+
+    ``prior_scale`` > 0 makes the net a correction of retrieval: logits = prior_scale · score +
+    what it learns, with the learned part starting at zero. With ``1 / temperature`` of the
+    retrieval model the untrained ranker orders every list exactly as retrieval did, so a ranker
+    fitted on a few hundred lists moves away from retrieval only as far as its data carry it.
     """
 
     def __init__(
@@ -27,8 +35,11 @@ class RankerNet(nn.Module):
         hidden: list[int] | tuple[int, ...] = (256, 128),
         dropout: float = 0.2,
         cold_candidates: str = "rank",
+        prior_scale: float = 0.0,
     ):
         super().__init__()
+        if prior_scale < 0:
+            raise ValueError(f"prior_scale must be >= 0, got {prior_scale}")
         if not (feature_columns or use_embeddings):
             raise ValueError("the ranker needs features, embeddings, or both")
         check_policy(cold_candidates)
@@ -43,6 +54,13 @@ class RankerNet(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
         self.wide = nn.Linear(len(feature_columns), 1, bias=False) if len(feature_columns) else None
+        self.prior_scale = float(prior_scale)
+        if self.prior_scale > 0:  # the learned correction starts at zero: the untrained net is retrieval
+            for layer in (self.mlp[-1], self.wide):
+                if layer is not None:
+                    nn.init.zeros_(layer.weight)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
 
     def score_user(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``forward`` for one user ([d], [K, d], [K, F_all]) with the first layer factored.
@@ -63,7 +81,7 @@ class RankerNet(nn.Module):
         for layer in self.mlp[1:]:
             if self.training or not isinstance(layer, nn.Dropout):
                 hidden = layer(hidden)
-        return self._add_wide(hidden.squeeze(-1), dense)
+        return self._add_wide(hidden.squeeze(-1), dense) + self._prior(features)
 
     def forward(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         dense = features.index_select(-1, self.feature_columns)
@@ -71,11 +89,14 @@ class RankerNet(nn.Module):
         if self.use_embeddings:
             u = user[:, None, :].expand_as(items)
             parts = [u, items, u * items, dense]
-        return self._add_wide(self.mlp(torch.cat(parts, dim=-1)).squeeze(-1), dense)
+        return self._add_wide(self.mlp(torch.cat(parts, dim=-1)).squeeze(-1), dense) + self._prior(features)
 
     def final_scores(self, logits: torch.Tensor, is_cold: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, K] scores whose descending order is the served list (candidates in retrieval order)."""
         return final_scores(logits, is_cold, mask, self.cold_candidates)
+
+    def _prior(self, features: torch.Tensor) -> torch.Tensor | float:
+        return self.prior_scale * features[..., _SCORE] if self.prior_scale > 0 else 0.0
 
     def _add_wide(self, logits: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return logits if self.wide is None else logits + self.wide(dense).squeeze(-1)

@@ -42,6 +42,9 @@ def fit_report(trainer, fit_seconds: float) -> dict[str, Any]:
     )
     callback = trainer.checkpoint_callback
     score = callback.best_model_score if callback else None
+    if callback is not None and callback.monitor is None:  # no selection: the last epoch is what is tested
+        monitor = trainer.lightning_module.hparams.get("monitor")
+        score = trainer.callback_metrics.get(monitor) if monitor else None
     report = {
         "best_checkpoint": callback.best_model_path if callback else "",
         "val_best": float(score) if score is not None else None,
