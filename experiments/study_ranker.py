@@ -43,6 +43,7 @@ VARIANTS: dict[str, list[str]] = {
     "features_bce": ["model.loss=bce"],
     "hidden_512": ["model.hidden=[512,256]"],  # the seed's layer widths
     "hidden_128": ["model.hidden=[128,64]"],
+    "dropout_04": ["model.dropout=0.4"],
     "no_transition": ["model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold]"],
     # popularity and transitions counted from every interaction before each request (issue 17);
     # the default follows the split (leave-one-out: train counts), so this shows the LOO time leak
