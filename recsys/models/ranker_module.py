@@ -53,7 +53,7 @@ class RankerModule(L.LightningModule):
         test_ks: list[int] | None = None,
         ranking_ks: list[int] | None = None,
         cold_candidates: str = "rank",
-        score_prior: bool = False,
+        score_prior: bool = False,  # False: what checkpoints saved before the option mean
         retrieval_temperature: float | None = None,
     ):
         if score_prior and not retrieval_temperature:
