@@ -169,7 +169,7 @@ def main() -> None:
     for r in rows:
         m = r["metrics"]
         lines.append(
-            f"| {r['name']} | {r['seed']} | {r['fold']} | {m['val_best'] or float('nan'):.4f} | {m['two_stage/ndcg@10']:.4f} | "
+            f"| {r['name']} | {r['seed']} | {r['fold']} | {m['val_best']:.4f} | {m['two_stage/ndcg@10']:.4f} | "
             f"{m['retrieval/ndcg@10']:.4f} | {m['two_stage/ndcg@10'] / m['retrieval/ndcg@10']:.3f} | "
             f"{m['two_stage/recall@10']:.4f} | {m['retrieval/recall@10']:.4f} | {m['ranking/auc']:.4f} | "
             f"{m['ranking/ndcg@10']:.4f} | {m.get('features_as_of_request', '-')} | {r['wall_s']:.0f} |"
@@ -183,7 +183,7 @@ def main() -> None:
     ]
     for name in args.variants.split(","):
         ms = [r["metrics"] for r in rows if r["name"] == name]
-        val = [m["val_best"] or float("nan") for m in ms]
+        val = [m["val_best"] for m in ms]
         two = [m["two_stage/ndcg@10"] for m in ms]
         ret = [m["retrieval/ndcg@10"] for m in ms]
         sd, val_sd = (statistics.stdev(x) if len(x) > 1 else 0.0 for x in (two, val))
