@@ -331,9 +331,51 @@ def test_holdout_folds_partition_the_val_users(trained):
         CandidateDataModule(str(trained["retrieval"]), holdout_fraction=0.25, holdout_fold=4)
 
 
-def test_ranker_tests_its_last_epoch_and_reports_that_epochs_validation(trained):
+def test_refit_trains_on_every_val_user_and_validates_on_none(trained):
+    from recsys.candidates.datamodule import CandidateDataModule
+
+    refit = CandidateDataModule(str(trained["retrieval"]), num_candidates=K, holdout_fraction=0)
+    refit.setup()
+    folded = CandidateDataModule(str(trained["retrieval"]), num_candidates=K, holdout_fraction=0.25)
+    folded.setup()
+    everyone = set(folded.splits["train"].candidates.user_idx) | set(folded.splits["val"].candidates.user_idx)
+    assert len(refit.splits["train"]) == len(folded.splits["train"]) + len(folded.splits["val"])
+    assert set(refit.splits["train"].candidates.user_idx) == everyone
+    assert "val" not in refit.splits and refit.val_dataloader() == []
+    for fraction, fold in ((0, 1), (-0.1, 0), (1.0, 0)):
+        with pytest.raises(ValueError, match="holdout_f"):
+            CandidateDataModule(str(trained["retrieval"]), holdout_fraction=fraction, holdout_fold=fold)
+
+
+def test_ranker_refits_and_tests_its_last_epoch(trained):
     metrics = trained["metrics"]
-    # experiment=ranker: fixed epochs, no early stopping, the last epoch is the tested checkpoint
+    # experiment=ranker: fixed epochs, every val user trains, the last epoch is the tested checkpoint
     last = metrics["epochs_done"] - 1
     assert last > 0 and metrics["best_checkpoint"].endswith(f"epoch_{last:03d}.ckpt")
-    assert 0.0 <= metrics["val_best"] <= 1.0  # that epoch's val/ndcg@10, not a best-of selection
+    assert metrics["val_best"] is None  # nobody held out, nothing validated
+
+
+def test_ranker_with_held_out_users_reports_its_last_epochs_validation(trained, tmp_path):
+    import pandas as pd
+
+    from recsys.train import train
+
+    overrides = [
+        f"paths.root_dir={trained['root']}",
+        "trainer=fast_dev",
+        "experiment=ranker",
+        f"retrieval_ckpt={trained['retrieval']}",
+        f"paths.output_dir={tmp_path}",
+        f"data.num_candidates={K}",
+        "data.batch_size=16",
+        "data.holdout_fraction=0.25",
+        "trainer.max_epochs=3",
+        "model.hidden=[32]",
+        "~callbacks.rich_progress_bar",
+    ]
+    metrics = train(compose_config("train", overrides))
+    assert metrics["best_checkpoint"].endswith("epoch_002.ckpt")
+    log = pd.read_csv(next(tmp_path.glob("csv/**/metrics.csv"))).dropna(subset=["val/ndcg@10"])
+    assert len(log) == 3  # validated every epoch
+    # the tested (last) epoch's val/ndcg@10, not a best-of selection
+    assert metrics["val_best"] == pytest.approx(float(log["val/ndcg@10"].iloc[-1]))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from recsys.candidates.build import CandidateSet, build_candidates
 from recsys.candidates.settings import CandidateSettings
@@ -55,8 +56,10 @@ class CandidateDataModule(BatchedSplits):
     The retrieval model trained on ``train.parquet`` rows, so its lists for those rows are
     in-sample (the targets were fitted and sit near the top). Ranker training rows therefore
     come from the **val** split (targets the retrieval model never saw), with a seeded
-    ``holdout_fraction`` of val users for the ranker's own early stopping; the **test** split is
-    scored exactly like serving would (its lists exclude every earlier item).
+    ``holdout_fraction`` of val users for the ranker's validation (``holdout_fold`` picks which
+    one, for cross-validation); ``holdout_fraction=0`` trains on every val user and validates on
+    none (a refit, once cross-validation has fixed the epoch count). The **test** split is scored
+    exactly like serving would (its lists exclude every earlier item).
     """
 
     def __init__(
@@ -75,12 +78,13 @@ class CandidateDataModule(BatchedSplits):
         holdout_fold: int = 0,
     ):
         super().__init__()
-        if not 0 < holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-        if not 0 <= holdout_fold < round(1 / holdout_fraction):
+        if not 0 <= holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+        folds = round(1 / holdout_fraction) if holdout_fraction else 1
+        if not 0 <= holdout_fold < folds:
             raise ValueError(
-                f"holdout_fold must be in [0, {round(1 / holdout_fraction)}) for holdout_fraction "
-                f"{holdout_fraction}, got {holdout_fold}"
+                f"holdout_fold must be in [0, {folds}) for holdout_fraction {holdout_fraction}, "
+                f"got {holdout_fold}"
             )
         # the ranker checkpoint stores these hyperparameters: CandidateSettings.from_checkpoint
         self.save_hyperparameters()
@@ -157,12 +161,20 @@ class CandidateDataModule(BatchedSplits):
             )
             for split in ("val", "test")
         }
+        self.splits = {"test": CandidateLists(built["test"], catalog)}
+        if not self.holdout_fraction:  # a refit: every val user's list trains
+            self.splits["train"] = CandidateLists(built["val"], catalog)
+            return
         users = np.random.default_rng(self.seed).permutation(np.unique(built["val"].user_idx))
         size = max(1, round(len(users) * self.holdout_fraction))
         holdout = users[self.holdout_fold * size : (self.holdout_fold + 1) * size]  # folds: cross-validation
         in_holdout = np.isin(built["val"].user_idx, holdout)
-        self.splits = {
-            "train": CandidateLists(built["val"].subset(np.flatnonzero(~in_holdout)), catalog),
-            "val": CandidateLists(built["val"].subset(np.flatnonzero(in_holdout)), catalog),
-            "test": CandidateLists(built["test"], catalog),
-        }
+        self.splits["train"] = CandidateLists(built["val"].subset(np.flatnonzero(~in_holdout)), catalog)
+        self.splits["val"] = CandidateLists(built["val"].subset(np.flatnonzero(in_holdout)), catalog)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if "val" not in self.splits:  # a refit: Lightning skips validation on an empty list
+            # ... and warns that the list is empty; here that is the intention
+            warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+            return []
+        return super().val_dataloader()
