@@ -52,6 +52,9 @@ VARIANTS: dict[str, list[str]] = {
     # a learning-curve point: trained on 80% of the val users. Its 5 folds cover the val users as
     # the default's 10 do (90%), so the two pooled validations say whether more lists still help
     "train_80": ["data.holdout_fraction=0.2"],
+    # how many retrieved candidates the ranker orders (default 200)
+    "candidates_100": ["data.num_candidates=100"],
+    "candidates_400": ["data.num_candidates=400"],
     # an EMA of the ranker's weights (~33 steps, ~2.4 of its 14-step epochs), as retrieval has
     "ema_097": [
         "+callbacks.ema={_target_:recsys.utils.weight_averaging.EMAWeights,decay:0.97,use_buffers:false}"
