@@ -100,6 +100,10 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
+def _fold_label(fold: int | None) -> str:
+    return "all" if fold is None else str(fold)  # all: the refit, every val user trains
+
+
 def val_ratio_by_epoch(out: Path) -> list[float]:
     """The run's validation two-stage ndcg@10 over retrieval's on the same users, per epoch."""
     import pandas as pd
@@ -170,7 +174,7 @@ def main() -> None:
             r = run_ranker(name, seed, ckpts[seed][0], workdir, args.retrieval_variant, fold)
             m = r["metrics"]
             print(
-                f"{name:22s} seed={seed} fold={'all' if fold is None else fold} two_stage ndcg@10={m['two_stage/ndcg@10']:.4f} "
+                f"{name:22s} seed={seed} fold={_fold_label(fold)} two_stage ndcg@10={m['two_stage/ndcg@10']:.4f} "
                 f"retrieval ndcg@10={m['retrieval/ndcg@10']:.4f} "
                 f"ratio={m['two_stage/ndcg@10'] / m['retrieval/ndcg@10']:.3f} | {r['wall_s']:.0f}s",
                 flush=True,
@@ -192,7 +196,7 @@ def main() -> None:
     for r in rows:
         m = r["metrics"]
         lines.append(
-            f"| {r['name']} | {r['seed']} | {'all' if r['fold'] is None else r['fold']} | {_cell(m['val_best'])} | "
+            f"| {r['name']} | {r['seed']} | {_fold_label(r['fold'])} | {_cell(m['val_best'])} | "
             f"{m['two_stage/ndcg@10']:.4f} | "
             f"{m['retrieval/ndcg@10']:.4f} | {m['two_stage/ndcg@10'] / m['retrieval/ndcg@10']:.3f} | "
             f"{m['two_stage/recall@10']:.4f} | {m['retrieval/recall@10']:.4f} | {m['ranking/auc']:.4f} | "
@@ -218,8 +222,7 @@ def main() -> None:
         )
     lines += pooled_curves(rows, args.variants.split(","))
     lines += ["", "Commands:", ""] + [
-        f"- {r['name']} (seed {r['seed']}, fold {'all' if r['fold'] is None else r['fold']}): `{r['command']}`"
-        for r in rows
+        f"- {r['name']} (seed {r['seed']}, fold {_fold_label(r['fold'])}): `{r['command']}`" for r in rows
     ]
     lines += [f"- retrieval checkpoints: `{ckpts[s][0]}`" for s in seeds]
     report(args.title, "\n".join(lines), record=not args.no_record)
