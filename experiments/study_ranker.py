@@ -55,6 +55,9 @@ VARIANTS: dict[str, list[str]] = {
     # how many retrieved candidates the ranker orders (default 200)
     "candidates_100": ["data.num_candidates=100"],
     "candidates_400": ["data.num_candidates=400"],
+    # the validation curve without the embeddings (issue 14, on the two-tower with seen items
+    # masked, where the default's curve peaks at epoch 1)
+    "features_only_epochs10": ["model.use_embeddings=false", "trainer.max_epochs=10"],
     # an EMA of the ranker's weights (~33 steps, ~2.4 of its 14-step epochs), as retrieval has
     "ema_097": [
         "+callbacks.ema={_target_:recsys.utils.weight_averaging.EMAWeights,decay:0.97,use_buffers:false}"

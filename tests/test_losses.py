@@ -13,8 +13,10 @@ import torch
 
 from recsys.models.losses import (
     all_positions_loss,
+    earlier_items,
     exact_softmax_loss,
     mask_accidental_hits,
+    mask_seen_items,
     sampled_softmax_loss,
 )
 
@@ -168,6 +170,39 @@ def test_all_positions_logq_shifts_positive_and_shared_columns():
     assert got == pytest.approx(0.950708, abs=1e-5)
 
 
+def test_earlier_items_are_each_positions_prefix():
+    history = torch.tensor([[5, 7, 9, 0], [4, 0, 0, 0]])
+    got = earlier_items(history)
+    assert got.shape == (2, 4, 4)
+    assert got[0].tolist() == [[5, 0, 0, 0], [5, 7, 0, 0], [5, 7, 9, 0], [5, 7, 9, 0]]
+    assert got[1].tolist() == [[4, 0, 0, 0]] * 4
+
+
+def test_mask_seen_items_by_hand():
+    # columns hold items 5, 7, 5 (a duplicate), 0 (an id the padding must not reach) and 11
+    columns = torch.tensor([5, 7, 5, 0, 11])
+    seen = torch.tensor([[5, 0, 0], [5, 7, 0], [7, 9, 0], [0, 0, 0]])
+    positives = torch.tensor([7, 9, 7, 5])  # row 2 has seen its own positive again: it stays
+    inf = float("-inf")
+    got = mask_seen_items(torch.zeros(4, 5), seen, columns, positives)
+    assert got.tolist() == [
+        [inf, 0, inf, 0, 0],
+        [inf, inf, inf, 0, 0],
+        [0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0],
+    ]
+
+
+def test_seen_items_are_no_negatives_by_hand():
+    # row 0 (positive 10) has seen item 11: [2 | masked, masked, 0] -> ln(e² + 1) − 2;
+    # row 1 (positive 13) has seen 11 and 13 (its own positive, no column): [1 | 0, masked, 0]
+    # -> ln(e + 2) − 1
+    got = _shared_loss(seen_ids=torch.tensor([[11, 0], [11, 13]]))
+    expected = (math.log(math.e**2 + 1) - 2 + math.log(math.e + 2) - 1) / 2
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert _shared_loss(seen_ids=torch.zeros(2, 2, dtype=torch.long)) == pytest.approx(_shared_loss())
+
+
 def test_chunked_loss_equals_one_pass_in_value_and_gradient():
     torch.manual_seed(0)
     user, pos, shared = (torch.randn(n, 8, requires_grad=True) for n in (37, 37, 11))
@@ -233,3 +268,24 @@ def test_exact_softmax_loss_equals_the_masked_shared_column_loss_over_the_catalo
     torch.testing.assert_close(losses[0], losses[1])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_exact_softmax_loss_masks_seen_items_like_the_shared_column_loss():
+    torch.manual_seed(0)
+    user = torch.randn(13, 8, requires_grad=True)
+    catalog = torch.randn(9, 8, requires_grad=True)  # items 2..10 in columns 0..8
+    targets = torch.randint(2, 11, (13,))
+    seen = torch.randint(0, 11, (13, 4))  # with padding (0), repeats and sometimes the target
+    items = torch.arange(2, 11)
+    losses = [
+        exact_softmax_loss(user, targets - 2, catalog, 0.2, chunk_size=4, seen_ids=seen, catalog_ids=items),
+        all_positions_loss(user, catalog[targets - 2], targets, catalog, items, 0.2, seen_ids=seen),
+    ]
+    grads = [torch.autograd.grad(loss, (user, catalog)) for loss in losses]
+    torch.testing.assert_close(losses[0], losses[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    unmasked = exact_softmax_loss(user, targets - 2, catalog, 0.2)
+    assert losses[0] < unmasked  # fewer negatives, a smaller loss
+    with pytest.raises(ValueError, match="catalog_ids"):
+        exact_softmax_loss(user, targets - 2, catalog, 0.2, seen_ids=seen)

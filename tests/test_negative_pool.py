@@ -18,7 +18,7 @@ def dataset(tmp_path_factory):
     return _prepare(tmp_path_factory.mktemp("pool"), "synthetic")
 
 
-def _model(dataset, pool: str, n_negatives: int) -> TwoTowerModule:
+def _model(dataset, pool: str, n_negatives: int, **kw) -> TwoTowerModule:
     torch.manual_seed(0)
     return TwoTowerModule(
         str(dataset.path),
@@ -26,6 +26,7 @@ def _model(dataset, pool: str, n_negatives: int) -> TwoTowerModule:
         num_global_negatives=n_negatives,
         negative_pool=pool,
         objective="all_positions",
+        **kw,
     )
 
 
@@ -74,3 +75,26 @@ def test_context_positions_are_read_but_not_scored(dataset):
         logits = user @ model.item_tower(pool_ids).T / model.hparams.temperature
         expected = F.cross_entropy(logits, torch.searchsorted(pool_ids, ids[5:]))
     torch.testing.assert_close(loss, expected)
+
+
+def test_mask_seen_drops_a_windows_earlier_items_from_each_positions_negatives(dataset):
+    """model.mask_seen: position t's softmax leaves out the items read up to t (context included)."""
+    model = _model(dataset, "trained", -1, mask_seen=True).eval()
+    warm = torch.as_tensor(item_arrays(dataset)["is_warm"])
+    pool_ids = torch.nonzero(warm).flatten()
+    ids = pool_ids[:7]
+    targets = ids[None, 1:].clone()
+    targets[0, :2] = 0  # two context positions, four scored
+    batch = {"history": ids[None, :-1], "targets": targets, "lengths": torch.tensor([6])}
+    with torch.no_grad():
+        loss = model._all_positions_step(batch)
+        user = model.user_tower.forward_all(model.item_tower(batch["history"]), batch["lengths"])[2:]
+        logits = user @ model.item_tower(pool_ids).T / model.hparams.temperature
+        for row, t in enumerate(range(2, 6)):
+            logits[row, : t + 1] = float("-inf")  # pool columns 0..t hold the items read by position t
+        expected = F.cross_entropy(logits, torch.searchsorted(pool_ids, ids[3:]))
+        unmasked = _model(dataset, "trained", -1).eval()._all_positions_step(batch)
+    torch.testing.assert_close(loss, expected)
+    assert loss < unmasked
+    with pytest.raises(ValueError, match="mask_seen"):
+        TwoTowerModule(str(dataset.path), dim=16, objective="last_position", mask_seen=True)

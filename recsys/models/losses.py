@@ -27,6 +27,10 @@ distinct targets):
 
 with g_j = y_p masked (an accidental hit). With the whole catalog as columns this is the exact
 softmax at every position; on one prefix it is the last-position loss of that prefix.
+
+Seen items (optional): g_j = an item the user read before position p (other than y_p) -> -inf.
+Evaluation never recommends a user's earlier items, so pushing them down teaches nothing it
+scores and works against the positions where they were the positive.
 """
 
 from __future__ import annotations
@@ -63,6 +67,30 @@ def mask_in_batch_negatives(logits: torch.Tensor, n_in_batch: int, offset: int =
     in_batch = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
     in_batch[:n_in_batch] = True
     return logits.masked_fill(in_batch[None, :] & ~own_columns(logits, offset), float("-inf"))
+
+
+def earlier_items(history: torch.Tensor) -> torch.Tensor:
+    """[B, L] windows -> [B, L, L]: at position t, the items read so far (``history[:, :t+1]``), 0 after."""
+    steps = torch.arange(history.shape[1], device=history.device)
+    read = steps[None, :] <= steps[:, None]  # [t, s]: item s is read by position t
+    return torch.where(read[None], history[:, None, :], torch.zeros((), dtype=history.dtype))
+
+
+def mask_seen_items(
+    logits: torch.Tensor, seen_ids: torch.Tensor, column_ids: torch.Tensor, positive_ids: torch.Tensor
+) -> torch.Tensor:
+    """-inf where column j (item ``column_ids[j]``) is among row p's ``seen_ids[p]`` ([P, S], 0 = no
+    item) and is not row p's positive. Memory stays at the [P, N] of the logits: each seen item is
+    located among the sorted distinct columns instead of compared with every column."""
+    ordered = len(column_ids) < 2 or bool((column_ids[1:] > column_ids[:-1]).all())
+    # the whole pool's columns are sorted distinct ids: slot j is column j, no gather needed
+    values, column_slot = (column_ids, None) if ordered else torch.unique(column_ids, return_inverse=True)
+    slot = torch.searchsorted(values, seen_ids).clamp(max=max(len(values) - 1, 0))
+    hit = (values[slot] == seen_ids) & (seen_ids > 0) & (seen_ids != positive_ids[:, None])
+    seen = torch.zeros(logits.shape[0], len(values) + 1, dtype=torch.bool, device=logits.device)
+    seen.scatter_(1, torch.where(hit, slot, len(values)), True)  # misses land in the spare slot
+    seen = seen[:, :-1] if column_slot is None else seen[:, column_slot]
+    return logits.masked_fill(seen, float("-inf"))
 
 
 def logq_correction(logits: torch.Tensor, log_expected_count: torch.Tensor) -> torch.Tensor:
@@ -118,6 +146,7 @@ def _summed_loss(
     positive: torch.Tensor,
     positive_ids: torch.Tensor,
     positive_log_q: torch.Tensor | None,
+    seen_ids: torch.Tensor | None,
     shared: torch.Tensor,
     shared_ids: torch.Tensor,
     temperature: float,
@@ -135,11 +164,23 @@ def _summed_loss(
         logits = logq_correction(logits, shared_log_q.float())
     if mask_hits:
         logits = logits.masked_fill(positive_ids[:, None] == shared_ids[None, :], float("-inf"))
+    if seen_ids is not None:
+        logits = mask_seen_items(logits, seen_ids, shared_ids, positive_ids)
     return (torch.logaddexp(own, torch.logsumexp(logits, dim=1)) - own).sum()
 
 
-def _summed_exact_loss(user: torch.Tensor, columns: torch.Tensor, catalog: torch.Tensor, temperature: float):
-    return F.cross_entropy((user / temperature).float() @ catalog.float().T, columns, reduction="sum")
+def _summed_exact_loss(
+    user: torch.Tensor,
+    columns: torch.Tensor,
+    seen_ids: torch.Tensor | None,
+    catalog: torch.Tensor,
+    catalog_ids: torch.Tensor | None,
+    temperature: float,
+) -> torch.Tensor:
+    logits = (user / temperature).float() @ catalog.float().T
+    if seen_ids is not None:
+        logits = mask_seen_items(logits, seen_ids, catalog_ids, catalog_ids[columns])
+    return F.cross_entropy(logits, columns, reduction="sum")
 
 
 def _chunked_mean(fn, rows: tuple, fixed: tuple, chunk_size: int | None) -> torch.Tensor:
@@ -169,10 +210,12 @@ def all_positions_loss(
     shared_log_q: torch.Tensor | None = None,
     mask_hits: bool = True,
     chunk_size: int | None = None,
+    seen_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over P positions of the softmax loss above: ``user``/``positive`` [P, d], ``shared`` [N, d];
-    ``chunk_size`` bounds memory (see ``_chunked_mean``)."""
-    rows = (user, positive, positive_ids, positive_log_q)
+    ``seen_ids`` [P, S] masks each position's earlier items (0 = none); ``chunk_size`` bounds
+    memory (see ``_chunked_mean``)."""
+    rows = (user, positive, positive_ids, positive_log_q, seen_ids)
     return _chunked_mean(
         _summed_loss, rows, (shared, shared_ids, temperature, shared_log_q, mask_hits), chunk_size
     )
@@ -184,9 +227,19 @@ def exact_softmax_loss(
     catalog: torch.Tensor,
     temperature: float,
     chunk_size: int | None = None,
+    seen_ids: torch.Tensor | None = None,
+    catalog_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``all_positions_loss`` when the shared columns are the whole catalog, each item once:
     row p's positive is then catalog column ``target_columns[p]`` and the only accidental hit, so
     the masked [own | catalog] softmax is plain cross-entropy over the catalog (no mask, no own
-    column: ~30% of an ML-100K training step less)."""
-    return _chunked_mean(_summed_exact_loss, (user, target_columns), (catalog, temperature), chunk_size)
+    column: ~30% of an ML-100K training step less). ``seen_ids`` needs ``catalog_ids`` (the item
+    in each column)."""
+    if seen_ids is not None and catalog_ids is None:
+        raise ValueError("seen_ids needs catalog_ids: the item each catalog column holds")
+    return _chunked_mean(
+        _summed_exact_loss,
+        (user, target_columns, seen_ids),
+        (catalog, catalog_ids, temperature),
+        chunk_size,
+    )

@@ -17,7 +17,13 @@ from recsys.evaluation.baselines import PopularityBaseline, text_content_scores
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.retrieval import rank_full_catalog
 from recsys.models.item_tower import ItemTower
-from recsys.models.losses import LOGQ_MODES, all_positions_loss, exact_softmax_loss, sampled_softmax_loss
+from recsys.models.losses import (
+    LOGQ_MODES,
+    all_positions_loss,
+    earlier_items,
+    exact_softmax_loss,
+    sampled_softmax_loss,
+)
 from recsys.models.negatives import NegativePool
 from recsys.models.optim import DenseSparseAdam, clip_grad_norm
 from recsys.models.user_tower import UserTower
@@ -62,6 +68,7 @@ class TwoTowerModule(L.LightningModule):
         negative_pool: str = "catalog",
         text_baseline: bool = False,
         cold_score_offset: float = 0.0,
+        mask_seen: bool = False,
     ):
         if isinstance(user_encoder, DictConfig):
             user_encoder = OmegaConf.to_container(user_encoder, resolve=True)
@@ -74,6 +81,8 @@ class TwoTowerModule(L.LightningModule):
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if mask_seen and objective != "all_positions":
+            raise ValueError("mask_seen masks a window's earlier items: it needs objective=all_positions")
         super().__init__()
         self.save_hyperparameters()
         dataset = PreparedDataset.load(dataset_dir, verify=False)
@@ -183,6 +192,7 @@ class TwoTowerModule(L.LightningModule):
         vectors = self.item_tower(unique)[inverse]
         n_hist, n_pos = history.numel(), target_ids.shape[0]
         user = self.user_tower.forward_all(vectors[:n_hist].view(*history.shape, -1), lengths)[scored]
+        seen = earlier_items(history)[valid][scored] if hp.mask_seen else None
         if hp.num_global_negatives < 0:  # the whole pool, item i in its column
             loss = exact_softmax_loss(
                 user,
@@ -190,10 +200,12 @@ class TwoTowerModule(L.LightningModule):
                 vectors[n_hist + n_pos :],
                 hp.temperature,
                 hp.loss_chunk_size,
+                seen_ids=seen,
+                catalog_ids=negatives,
             )
         else:
             loss = self._shared_columns_loss(
-                user, vectors, n_hist, target_ids, negatives, batch_ids, shared_ids
+                user, vectors, n_hist, target_ids, negatives, batch_ids, shared_ids, seen
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=n_pos)
         self.log("train/negative_pool", float(len(shared_ids)), batch_size=n_pos)
@@ -208,6 +220,7 @@ class TwoTowerModule(L.LightningModule):
         negatives: torch.Tensor,
         batch_ids: torch.Tensor,
         shared_ids: torch.Tensor,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sampled negatives (+ the batch's distinct targets: ``shared_ids``) shared by every position,
         with logQ."""
@@ -224,6 +237,7 @@ class TwoTowerModule(L.LightningModule):
             shared_log_q=shared_log_q,
             mask_hits=True,  # the target among the shared columns is never its own negative
             chunk_size=hp.loss_chunk_size,
+            seen_ids=seen,
         )
 
     def _shared_log_q(
