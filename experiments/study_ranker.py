@@ -74,17 +74,24 @@ def retrieval_checkpoint(workdir: Path, seed: int, variant: str = "lstm") -> tup
 
 
 def run_ranker(
-    name: str, seed: int, ckpt: str, workdir: Path, retrieval: str = "lstm", fold: int | None = None
+    name: str,
+    seed: int,
+    ckpt: str,
+    workdir: Path,
+    retrieval: str = "lstm",
+    fold: int | None = None,
+    experiment: str = "ranker",
 ) -> dict:
     """``fold`` None: the experiment's own recipe (it trains on every val user, validates on none);
     a fold: that tenth of the val users validates (cross-validation), unless the variant sets its
     own ``data.holdout_fraction``."""
-    overrides = ["experiment=ranker", f"retrieval_ckpt={ckpt}", f"seed={seed}", *VARIANTS[name]]
+    overrides = [f"experiment={experiment}", f"retrieval_ckpt={ckpt}", f"seed={seed}", *VARIANTS[name]]
     if fold is not None:
         if not any(o.startswith("data.holdout_fraction=") for o in VARIANTS[name]):
             overrides.append("data.holdout_fraction=0.1")
         overrides.append(f"data.holdout_fold={fold}")
     tag = name if retrieval == "lstm" else f"{retrieval}_{name}"
+    tag = tag if experiment == "ranker" else f"{experiment}_{tag}"
     suffix = "_all" if fold is None else (f"_fold{fold}" if fold else "")
     out = workdir / f"ranker_{tag}_seed{seed}{suffix}"
     metrics, wall, command = run_train(overrides, out, REPO)
@@ -164,6 +171,11 @@ def main() -> None:
         help="which tenths of the val users validate (data.holdout_fold), e.g. 0,1,2,3,4 to cross-validate; "
         "none: the experiment's recipe, trained on every val user",
     )
+    parser.add_argument(
+        "--experiment",
+        default="ranker",
+        help="the ranker experiment the variants override (ranker, ranker_ml100k)",
+    )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--title", default="ML-100K two-stage study")
     args = parser.parse_args()
@@ -174,7 +186,7 @@ def main() -> None:
     rows = []
     for name in args.variants.split(","):
         for seed, fold in ((s, f) for s in seeds for f in folds):
-            r = run_ranker(name, seed, ckpts[seed][0], workdir, args.retrieval_variant, fold)
+            r = run_ranker(name, seed, ckpts[seed][0], workdir, args.retrieval_variant, fold, args.experiment)
             m = r["metrics"]
             print(
                 f"{name:22s} seed={seed} fold={_fold_label(fold)} two_stage ndcg@10={m['two_stage/ndcg@10']:.4f} "
@@ -184,7 +196,8 @@ def main() -> None:
             )
             rows.append(r)
     lines = [
-        f"Protocol: ML-100K, all ratings, retrieval variant `{args.retrieval_variant}` of study_ml100k.py "
+        f"Protocol: ML-100K, all ratings, `experiment={args.experiment}` with each variant's overrides, "
+        f"retrieval variant `{args.retrieval_variant}` of study_ml100k.py "
         "(stable leave-one-out unless it says `global_temporal`); K = 200 retrieved per user over the full catalog",
         "(seen items excluded, the target never injected); ranker trained on val-split lists: with a fold, 90% of "
         "the users (80% for `train_80`), validated on the rest (**val ndcg@10**: their two-stage ndcg@10 at the "

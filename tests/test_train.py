@@ -190,6 +190,17 @@ def test_hparams_search_config_composes():
     assert cfg.model.num_global_negatives == -1 and cfg.data.name == "movielens_100k"
 
 
+def test_ranker_ml100k_is_the_ranker_without_embeddings():
+    from omegaconf import OmegaConf
+
+    base = compose_config("train", ["experiment=ranker", "retrieval_ckpt=x.ckpt"])
+    ml100k = compose_config("train", ["experiment=ranker_ml100k", "retrieval_ckpt=x.ckpt"])
+    assert base.model.use_embeddings is True and ml100k.model.use_embeddings is False
+    assert list(ml100k.tags) == ["ranker", "ml100k"]
+    ml100k.model.use_embeddings, ml100k.tags = True, base.tags  # everything else is experiment=ranker's
+    assert OmegaConf.to_container(ml100k) == OmegaConf.to_container(base)
+
+
 def test_evaluate_reproduces_test_metrics_of_best_checkpoint(tmp_path):
     from recsys.evaluate import evaluate
 
