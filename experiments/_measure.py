@@ -9,6 +9,22 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+REPO = RESULTS.parents[1]
+STUDIES = "logs/studies"  # the study scripts' default workdirs: in the repository (gitignored)
+
+
+def repo_path(path: str | Path) -> Path:
+    """``path`` as given, under the repository when relative: studies run their children there."""
+    path = Path(path)
+    return path if path.is_absolute() else REPO / path
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside: how a recorded command names it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def run_child(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict:

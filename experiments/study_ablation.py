@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import append_results
+from experiments._measure import STUDIES, append_results, repo_path
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS: dict[str, list[str]] = {
@@ -49,7 +49,7 @@ def command(row: str, seed: int, accelerator: str) -> list[str]:
 
 
 def run(row: str, seed: int, args) -> dict:
-    out = Path(args.workdir) / f"{row}_seed{seed}"
+    out = repo_path(args.workdir) / f"{row}_seed{seed}"
     argv = command(row, seed, args.accelerator)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch/OMP threads per run")
     parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--workdir", default="/tmp/recsys-ablation")
+    parser.add_argument("--workdir", default=f"{STUDIES}/ablation")
     parser.add_argument("--out", help="also write the report body to this file")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()

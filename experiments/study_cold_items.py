@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import report, reprepare, run_train
+from experiments._measure import STUDIES, repo_path, report, reprepare, run_train, shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="ml100k")
     parser.add_argument("--pools", default=",".join(POOLS))
     parser.add_argument("--seeds", default="42")
-    parser.add_argument("--workdir", default="/tmp/recsys-study-cold")
+    parser.add_argument("--workdir", default=f"{STUDIES}/cold")
     parser.add_argument("--cold-offsets", default="0", help="model.cold_score_offset values, e.g. 0,0.1")
     parser.add_argument("--no-ranker", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="read back runs already finished in --workdir")
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every two-tower run")
     args = parser.parse_args()
     k = k_of(args.dataset)
-    work = Path(args.workdir) / args.dataset
+    work = repo_path(args.workdir) / args.dataset
     rows = []
     variants = [(p, float(b)) for p in args.pools.split(",") for b in args.cold_offsets.split(",")]
     for pool, offset in variants:
@@ -92,7 +92,7 @@ def main() -> None:
             for policy in policies:
                 ranker = [
                     "experiment=ranker",
-                    f"retrieval_ckpt={m['best_checkpoint']}",
+                    f"retrieval_ckpt={shown_path(m['best_checkpoint'])}",
                     f"seed={seed}",
                     f"model.cold_candidates={policy}",
                     "data.holdout_fraction=0.1",  # validation compares the policies (the default refits)

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import report, run_train
+from experiments._measure import STUDIES, repo_path, report, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 # the pre-issue-14 recipe: one (prefix, next item) row per target, 256 rows a step, 14 epochs (its
@@ -62,7 +62,7 @@ def main() -> None:
     )
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", default="42")
-    parser.add_argument("--workdir", default="/tmp/recsys-study-ml100k")
+    parser.add_argument("--workdir", default=f"{STUDIES}/ml100k")
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--title", default="ML-100K two-tower study")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every run")
@@ -70,7 +70,7 @@ def main() -> None:
     rows = []
     for name in args.variants.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            r = run_variant(name, seed, args.extra, Path(args.workdir))
+            r = run_variant(name, seed, args.extra, repo_path(args.workdir))
             m = r["metrics"]
             print(
                 f"{name:22s} seed={seed} "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import report, run_train
+from experiments._measure import STUDIES, repo_path, report, run_train, shown_path
 from experiments.study_ml100k import run_variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def retrieval_checkpoint(workdir: Path, seed: int, variant: str = "lstm") -> tup
     if not metrics_path.is_file():
         run_variant(variant, seed, [], workdir)
     metrics = json.loads(metrics_path.read_text())
-    return metrics["best_checkpoint"], metrics["retrieval/ndcg@10"]
+    return shown_path(metrics["best_checkpoint"]), metrics["retrieval/ndcg@10"]
 
 
 def run_ranker(
@@ -91,7 +91,7 @@ def run_ranker(
             overrides.append("data.holdout_fraction=0.1")
         overrides.append(f"data.holdout_fold={fold}")
     tag = name if retrieval == "lstm" else f"{retrieval}_{name}"
-    tag = tag if experiment == "ranker" else f"{experiment}_{tag}"
+    tag = tag if experiment == "ranker" else f"{experiment.removeprefix('ranker_')}_{tag}"
     suffix = "_all" if fold is None else (f"_fold{fold}" if fold else "")
     out = workdir / f"ranker_{tag}_seed{seed}{suffix}"
     metrics, wall, command = run_train(overrides, out, REPO)
@@ -159,7 +159,7 @@ def main() -> None:
     )
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", default="42,43,44")
-    parser.add_argument("--retrieval-workdir", default="/tmp/recsys-study-ml100k")
+    parser.add_argument("--retrieval-workdir", default=f"{STUDIES}/ml100k")
     parser.add_argument(
         "--retrieval-variant",
         default="lstm",
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--title", default="ML-100K two-stage study")
     args = parser.parse_args()
-    workdir = Path(args.retrieval_workdir)
+    workdir = repo_path(args.retrieval_workdir)
     seeds = [int(s) for s in args.seeds.split(",")]
     ckpts = {seed: retrieval_checkpoint(workdir, seed, args.retrieval_variant) for seed in seeds}
     folds = [int(f) for f in args.folds.split(",")] if args.folds else [None]
