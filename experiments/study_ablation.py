@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import STUDIES, append_results, repo_path
+from experiments._measure import REPO, STUDIES, append_results, repo_path
 
-REPO = Path(__file__).resolve().parents[1]
 ROWS: dict[str, list[str]] = {
     "default": [],
     "no_text": ["model.use_text=false"],

@@ -27,9 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import STUDIES, repo_path, report, reprepare, run_train, shown_path
+from experiments._measure import REPO, STUDIES, repo_path, report, reprepare, run_train, shown_path
 
-REPO = Path(__file__).resolve().parents[1]
 DATASETS = {
     "ml100k": ["experiment=two_tower_ml100k", "cold_items=holdout"],
     "synthetic": ["experiment=two_tower"],

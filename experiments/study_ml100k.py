@@ -17,9 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import STUDIES, repo_path, report, run_train
+from experiments._measure import REPO, STUDIES, repo_path, report, run_train
 
-REPO = Path(__file__).resolve().parents[1]
 # the pre-issue-14 recipe: one (prefix, next item) row per target, 256 rows a step, 14 epochs (its
 # time budget replaced by the epochs it reached on a bf16 CPU)
 LAST_POSITION = [

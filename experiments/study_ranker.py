@@ -19,10 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import STUDIES, repo_path, report, run_train, shown_path
+from experiments._measure import REPO, STUDIES, repo_path, report, run_train, shown_path
 from experiments.study_ml100k import run_variant
 
-REPO = Path(__file__).resolve().parents[1]
 # the ranker before issue 14's fifth session: no score prior, 30 epochs early-stopped on the
 # ranker's held-out val users (~94 on ML-100K), best epoch tested
 EARLY_STOPPED = [
