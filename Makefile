@@ -13,7 +13,7 @@ DEMO_DATA_ARGS ?=
 DEMO_TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ensure-installed test test-fast lint format demo prepare train serve bench-prepare bench-scale bench-serving api-docs clean
+.PHONY: help install ensure-installed test test-fast lint format demo prepare train serve benchmark bench-prepare bench-scale bench-serving api-docs clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ $(DEMO)/bundle/manifest.json: $(DEMO)/ranker/metrics.json
 
 serve: ensure-installed ## Serve a bundle: make serve [BUNDLE=dir] [PORT=8000]
 	$(PYTHON) -m recsys.serve bundle=$(BUNDLE) port=$(PORT)
+
+benchmark: ensure-installed ## The benchmark suite (resumable) and docs/BENCHMARKS.md: make benchmark [ARGS="--datasets beauty --seeds 42 --jobs 2"]
+	$(PYTHON) experiments/benchmark.py $(ARGS)
 
 bench-prepare: ensure-installed ## Benchmark generation + prepare at synthetic_full scale (see experiments/)
 	$(PYTHON) experiments/bench_prepare.py $(ARGS)

@@ -8,10 +8,13 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from recsys.data.dataset import PreparedDataset
+from recsys.data.derived_settings import derive_settings
+from recsys.data.preparation import peak_rss_gib
 from recsys.evaluation.report import write_train_metrics
-from recsys.utils.hydra_helpers import CONFIG_PATH, instantiate_list, optimized_value
+from recsys.utils.hydra_helpers import CONFIG_PATH, command_line_keys, instantiate_list, optimized_value
 from recsys.utils.trainer_setup import fit_report, instantiate_trainer
 
 
@@ -19,6 +22,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
+    derived: dict[str, Any] = {}
+    if cfg.get("derive"):  # values the recipe takes from the data (recsys/data/derived_settings.py)
+        dataset = PreparedDataset.load(datamodule.processed_dir)
+        overrides, derived = derive_settings(dataset, cfg.derive, keep=command_line_keys())
+        for key, value in overrides.items():
+            OmegaConf.update(cfg, key, value, merge=False)
+        datamodule = hydra.utils.instantiate(cfg.data)
+        datamodule.prepare_data()  # again only if a derived value changed the prepared layout
     # shapes only the data knows (e.g. the retrieval model's dim for a ranker)
     inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}
     dataset_dir = str(Path(datamodule.processed_dir).resolve())  # checkpoints work from any cwd
@@ -39,11 +50,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dataset = datamodule.dataset
     metrics = {
         **model.test_results,
+        **{k: float(v) for k, v in getattr(model, "val_at_best", {}).items()},
+        **derived,
         "split": "test",
         "n_users": dataset.n_rows("test"),  # users the test metrics average over
         "n_users_dataset": dataset.n_users,
         "n_items": dataset.n_items,
+        "exclude_seen": dataset.exclude_seen,
+        **({"text_used": bool(model.hparams.use_text)} if "use_text" in model.hparams else {}),
         **metrics,
+        "peak_rss_gib": peak_rss_gib(),
     }
     if trainer.is_global_zero:  # every rank holds the reduced metrics; one writes them
         write_train_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)

@@ -40,6 +40,7 @@ def ddp_run(tmp_path_factory) -> dict:
         *TINY_DATA,
         "experiment=two_tower",
         "model.objective=last_position",  # the objective whose in-batch columns are gathered
+        "model.mask_seen=false",  # an all-position option
         "data.batch_size=64",
         "model.dim=32",
         "model.num_global_negatives=64",

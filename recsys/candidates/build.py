@@ -7,6 +7,8 @@ ranker that a low retrieval score marks the positive.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,8 @@ from recsys.features.ranker_features import (
     TimedTransitions,
     candidate_features,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,6 +75,11 @@ def build_candidates(
     timestamps = dataset.read_split(split, ["timestamp"])["timestamp"].to_numpy()
     seen = SeenItems.for_split(dataset, split)
     catalog = model.encode_catalog() if catalog is None else catalog
+    # ordinal time (id-only sequence files): positions within a user say nothing about other
+    # users' clocks, so counts "in the window before the request" have no meaning
+    clock = not dataset.time_is_ordinal
+    if not clock:
+        log.warning("%s: time is ordinal; recent_popularity is 0 and popularity is the training count", split)
     parts: dict[str, list] = {n: [] for n in ("user", "cand", "feat", "pos", "rank")}
     for lo in track(range(0, len(rows), batch_size), description=f"candidates ({split})", transient=True):
         idx = list(range(lo, min(lo + batch_size, len(rows))))
@@ -93,10 +102,14 @@ def build_candidates(
             scores = torch.nn.functional.pad(scores, (0, k - scores.shape[1]))
         scores = torch.where(cand == 0, torch.zeros_like(scores), scores)
         as_of = timestamps[idx]
-        recent = torch.from_numpy(timeline.counts(cand.numpy(), as_of, settings.window_ms))
+        recent = (
+            torch.from_numpy(timeline.counts(cand.numpy(), as_of, settings.window_ms))
+            if clock
+            else torch.zeros(cand.shape)
+        )
         popularity = (
             torch.from_numpy(timeline.counts(cand.numpy(), as_of, None))
-            if settings.features_as_of_request
+            if settings.features_as_of_request and clock
             else None
         )
         feats = candidate_features(

@@ -98,6 +98,21 @@ class PreparedDataset:
         return int(self.manifest["n_catalog_items"])
 
     @property
+    def exclude_seen(self) -> bool:
+        """Whether a user's earlier items leave their lists (datasets prepared before the switch: yes)."""
+        return bool(self.manifest["config"].get("exclude_seen", True))
+
+    @property
+    def time_is_ordinal(self) -> bool:
+        """True when timestamps are per-user positions in file order, not clock time."""
+        return self.manifest.get("time") == "ordinal"
+
+    @property
+    def has_text(self) -> bool:
+        """False when no item has text (the text table then has width 0)."""
+        return bool(self.manifest.get("has_text", True))
+
+    @property
     def n_users(self) -> int:
         return int(self.manifest["n_users"])
 

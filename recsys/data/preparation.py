@@ -103,6 +103,7 @@ class DatasetPreparer:
         embedding_cache_dir: str | None = None,
         progress: bool = True,
         cold_items: ColdItemHoldout | None = None,
+        exclude_seen: bool = True,
     ):
         self.source = source
         self.processed_dir = Path(processed_dir)
@@ -113,6 +114,9 @@ class DatasetPreparer:
         self.embedding_cache_dir = embedding_cache_dir
         self.progress = progress
         self.cold_items = cold_items
+        # whether a user's earlier items are excluded from their lists (evaluation, candidates,
+        # serving); false where users revisit items (e.g. Yelp businesses)
+        self.exclude_seen = exclude_seen
 
     def config(self) -> dict[str, Any]:
         return {
@@ -122,6 +126,7 @@ class DatasetPreparer:
             "split": _describe(self.splitter),
             "text_encoder": {"type": type(self.text_encoder).__name__, "key": self.text_encoder.cache_key},
             "max_history": self.max_history,
+            "exclude_seen": self.exclude_seen,
             **({"cold_items": _describe(self.cold_items)} if self.cold_items is not None else {}),
         }
 
@@ -200,6 +205,13 @@ class DatasetPreparer:
         user_idx = rank[dense]
         user_ids = user_ids[used_users][by_id]
 
+        time_is_ordinal = bool(getattr(self.source, "time_is_ordinal", False))
+        if time_is_ordinal and getattr(self.splitter, "needs_clock_time", False):
+            raise DataFormatError(
+                f"{self.source.name}: split={self.splitter.name} cuts one global timeline, but this "
+                "source has no timestamps (its times are each user's ordinals: the order in the file); "
+                "use split=leave_one_out"
+            )
         order = sequence_order(user_idx, timestamps)
         s_users, s_items, s_ts = user_idx[order], item_codes[order], timestamps[order]
         role = self.splitter.assign(s_users, s_ts)
@@ -254,9 +266,14 @@ class DatasetPreparer:
         lap("build_rows")
 
         texts = items.sort_values("item_idx")["text"].tolist()
-        emb, emb_stats = embed_texts(
-            texts, self.text_encoder, self.embedding_cache_dir, progress=self.progress
-        )
+        has_text = any(t.strip() for t in texts)
+        if has_text:
+            emb, emb_stats = embed_texts(
+                texts, self.text_encoder, self.embedding_cache_dir, progress=self.progress
+            )
+        else:  # no zero rows posing as text: a width-0 table, and models switch their text path off
+            log.warning("%s: no item has text; the text path is off for this dataset", self.source.name)
+            emb, emb_stats = np.zeros((len(texts), 0), dtype=np.float32), {"skipped": "no item text"}
         text_embeddings = np.zeros((len(items) + FIRST_ITEM_IDX, emb.shape[1]), dtype=np.float32)
         text_embeddings[FIRST_ITEM_IDX:] = emb
         lap("text_embeddings")
@@ -267,6 +284,9 @@ class DatasetPreparer:
             "config_fingerprint": self.fingerprint(),
             "n_users": len(user_ids),
             "split": self.splitter.name,
+            # "ordinal": timestamps are each user's positions in file order (no clock time)
+            "time": "ordinal" if time_is_ordinal else "epoch_ms",
+            "has_text": has_text,
             "n_items_interacted": int(np.unique(s_items).size),
             "n_catalog_items": len(items),
             "n_warm_items": int(items["is_warm"].sum()),
@@ -276,7 +296,7 @@ class DatasetPreparer:
             # the resolved precision (text_encoder.precision=auto picks bf16 only where native)
             "text_embeddings": {
                 "dim": int(emb.shape[1]),
-                "precision": getattr(self.text_encoder, "precision", "fp32"),
+                "precision": getattr(self.text_encoder, "precision", "fp32") if has_text else None,
                 **emb_stats,
             },
             "timings": timings,

@@ -30,9 +30,16 @@ class SeenItems:
         return cls(indptr, i.astype(np.int64))
 
     @classmethod
+    def empty(cls, n_users: int) -> SeenItems:
+        return cls(np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+    @classmethod
     def for_split(cls, dataset: PreparedDataset, split: str) -> SeenItems:
         """Every item each user interacted with before their ``split`` target (any role: train,
-        earlier targets, history-only), read off the interactions table by the row's position."""
+        earlier targets, history-only), read off the interactions table by the row's position.
+        Nothing when the dataset keeps seen items in the lists (``exclude_seen`` false)."""
+        if not dataset.exclude_seen:
+            return cls.empty(dataset.n_users)
         rows = dataset.read_split(split, ["user_idx", "position"])
         seq = dataset.interactions(["user_idx", "item_idx"])
         seq_users = seq["user_idx"].to_numpy()
@@ -45,7 +52,10 @@ class SeenItems:
 
     @classmethod
     def all_interactions(cls, dataset: PreparedDataset) -> SeenItems:
-        """Every item each user ever interacted with: what serving excludes."""
+        """Every item each user ever interacted with: what serving excludes (nothing when the
+        dataset keeps seen items in the lists)."""
+        if not dataset.exclude_seen:
+            return cls.empty(dataset.n_users)
         seq = dataset.interactions(["user_idx", "item_idx"])
         return cls.from_pairs(seq["user_idx"].to_numpy(), seq["item_idx"].to_numpy(), dataset.n_users)
 

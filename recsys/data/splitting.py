@@ -7,6 +7,7 @@ timestamps keep source order: a user's test target is their last row in file ord
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -62,6 +63,7 @@ class GlobalTemporalSplitter:
     test_quantile: float = 0.9
     name: str = "global_temporal"
     dir_suffix: str = "_global_temporal"  # prepared next to the leave-one-out dataset, never over it
+    needs_clock_time: ClassVar[bool] = True  # one cut across users: per-user ordinals cannot be compared
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_quantile < self.test_quantile < 1.0:

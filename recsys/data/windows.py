@@ -115,6 +115,10 @@ class SequenceWindows(Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
+    def row_lengths(self) -> torch.Tensor:
+        """Each window's input length (what its batch pads to)."""
+        return self.ends - self.starts - 1
+
     def __getitem__(self, indices) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         starts, ends = self.starts[idx], self.ends[idx]

@@ -20,7 +20,7 @@ def compact_id_rows(is_warm: np.ndarray) -> np.ndarray:
 
 
 class ItemTower(nn.Module):
-    """``forward(item_idx) -> [..., dim]`` L2-normalized item embeddings.
+    """``forward(item_idx) -> [..., dim]`` item embeddings (L2-normalized unless ``normalize=False``).
 
     - ID embedding over warm items only; padding (0) and the cold row (1) are multiplied by
       zero, so their output and their gradient are exactly zero whatever the optimizer does;
@@ -40,6 +40,8 @@ class ItemTower(nn.Module):
         use_id: bool = True,
         fusion: str = "gate",
         sparse: bool = False,
+        mlp: bool = True,
+        normalize: bool = True,
     ):
         super().__init__()
         if fusion not in ("gate", "concat"):
@@ -67,7 +69,14 @@ class ItemTower(nn.Module):
         self.text_proj = nn.Linear(self.text.shape[1], dim)
         self.gate = nn.Linear(2 * dim, 1)
         self.concat = nn.Linear(2 * dim, dim) if fusion == "concat" else None
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), nn.ReLU(), nn.Linear(dim, dim))
+        # mlp=False, normalize=False: the item vector is the ID row itself (SASRec's shared item
+        # embedding, scored by a plain inner product), which learns faster on sparse ID-only data
+        self.mlp = (
+            nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), nn.ReLU(), nn.Linear(dim, dim))
+            if mlp
+            else nn.Identity()
+        )
+        self.normalize = normalize
 
     def id_part(self, item_idx: torch.Tensor) -> torch.Tensor:
         rows = self.id_rows[item_idx]
@@ -94,9 +103,13 @@ class ItemTower(nn.Module):
         alpha = torch.sigmoid(self.gate(both))
         return alpha * id_vec + (1 - alpha) * text_vec, alpha.squeeze(-1)
 
+    def _output(self, fused: torch.Tensor) -> torch.Tensor:
+        out = self.mlp(fused)
+        return F.normalize(out, dim=-1) if self.normalize else out
+
     def forward(self, item_idx: torch.Tensor) -> torch.Tensor:
         fused, _ = self.fuse(item_idx)
-        return F.normalize(self.mlp(fused), dim=-1)
+        return self._output(fused)
 
     @torch.no_grad()
     def gate_values(self, chunk: int = 65_536) -> np.ndarray:
@@ -115,7 +128,7 @@ class ItemTower(nn.Module):
         text_vec = self.text_proj(text_embeddings.to(self.text_proj.weight.dtype))
         id_vec = torch.zeros_like(text_vec) if self.use_id else None  # the cold row is all zeros
         fused, _ = self._combine(id_vec, text_vec)
-        return F.normalize(self.mlp(fused), dim=-1)
+        return self._output(fused)
 
     def cold_path_state(self) -> dict[str, torch.Tensor]:
         """Weights the cold path needs (everything but the ID table), for export."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import hydra
@@ -27,6 +28,8 @@ from recsys.models.losses import (
 from recsys.models.negatives import NegativePool
 from recsys.models.optim import DenseSparseAdam, clip_grad_norm
 from recsys.models.user_tower import UserTower
+
+log = logging.getLogger(__name__)
 
 DEFAULT_KS = (10, 20, 50, 100, 500, 1000, 1500, 2000)
 LR_SCHEDULES = ("plateau", "cosine")
@@ -69,6 +72,8 @@ class TwoTowerModule(L.LightningModule):
         text_baseline: bool = False,
         cold_score_offset: float = 0.0,
         mask_seen: bool = False,
+        normalize: bool = True,
+        item_mlp: bool = True,
     ):
         if isinstance(user_encoder, DictConfig):
             user_encoder = OmegaConf.to_container(user_encoder, resolve=True)
@@ -86,6 +91,15 @@ class TwoTowerModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         dataset = PreparedDataset.load(dataset_dir, verify=False)
+        if use_text and not dataset.has_text:  # saved so the checkpoint and the bundle say so
+            log.warning("%s has no item text: the item tower runs on IDs alone", dataset_dir)
+            self.hparams.use_text = use_text = False
+        if id_dropout and not use_text:  # ID dropout trains the text path; without one it only blanks items
+            log.warning("no text path: id_dropout %s -> 0", id_dropout)
+            self.hparams.id_dropout = id_dropout = 0.0
+        if mask_seen and not dataset.exclude_seen:  # evaluation keeps seen items, so training must too
+            log.warning("%s keeps seen items in the lists (exclude_seen=false): mask_seen off", dataset_dir)
+            self.hparams.mask_seen = False
         self.n_items = dataset.n_items
         arrays = item_arrays(dataset)
         text = np.ascontiguousarray(dataset.text_embeddings(mmap=False), dtype=np.float32)  # shared
@@ -98,9 +112,11 @@ class TwoTowerModule(L.LightningModule):
             use_id=use_id,
             fusion=fusion,
             sparse=sparse_embeddings,
+            mlp=item_mlp,
+            normalize=normalize,
         )
         encoder = hydra.utils.instantiate(user_encoder, input_dim=dim)
-        self.user_tower = UserTower(encoder, dim, history_dropout)
+        self.user_tower = UserTower(encoder, dim, history_dropout, normalize)
         if compile:
             self.item_tower = torch.compile(self.item_tower)
             self.user_tower = torch.compile(self.user_tower)
@@ -126,6 +142,7 @@ class TwoTowerModule(L.LightningModule):
         # text_baseline: a model-free content scorer ranked like the model (cold-start reference)
         self.content_metrics = FullCatalogRetrievalMetrics(*list_args) if text_baseline else None
         self.test_results: dict[str, float] = {}
+        self.val_at_best: dict[str, float] = {}
         self.test_details: dict[str, dict] = {}
 
     # ----------------------------------------------------------------- encoding
@@ -346,6 +363,9 @@ class TwoTowerModule(L.LightningModule):
         values = self.val_metrics.compute()["all"]
         self.val_metrics.reset()
         logged = {f"val/{k}": v for k, v in values.items() if k != "n_users"}
+        score = logged.get(self.hparams.monitor)
+        if score is not None and score > self.val_at_best.get(self.hparams.monitor, float("-inf")):
+            self.val_at_best = dict(logged)  # what the checkpoint selected by the monitor scored
         # already reduced over ranks by the metric (sums); sync_dist only keeps Lightning's
         # distributed bookkeeping consistent (identical values average to themselves)
         self.log("val/ndcg@10", logged.pop("val/ndcg@10"), prog_bar=True, sync_dist=True)

@@ -88,10 +88,12 @@ def gru(
 class SASRecEncoder(nn.Module):
     """Causal self-attention (SASRec, Kang & McAuley 2018) with learned positions.
 
-    As in SASRec, item vectors are scaled by sqrt(d) before the positions are added: the item
-    tower's outputs are unit vectors, which unscaled would be drowned by the position table.
-    Right padding is masked as keys, and the causal mask lets position t see items ≤ t only, so
-    ``forward_all`` gives every prefix's output in one pass.
+    ``layout="pre_norm"``: item vectors scaled by sqrt(d) plus positions, pre-norm layers and a
+    final LayerNorm (unit-vector item towers would otherwise be drowned by the position table).
+    ``layout="post_norm"``: BERT/SASRec-as-published: LayerNorm(items + positions), post-norm
+    layers with GELU, every weight drawn from N(0, 0.02). Right padding is masked as keys, and the
+    causal mask lets position t see items ≤ t only, so ``forward_all`` gives every prefix's output
+    in one pass.
     """
 
     def __init__(
@@ -101,23 +103,36 @@ class SASRecEncoder(nn.Module):
         num_layers: int = 2,
         num_heads: int = 2,
         dropout: float = 0.2,
+        feedforward_mult: int = 1,
+        layout: str = "pre_norm",
     ):
         super().__init__()
+        if layout not in ("pre_norm", "post_norm"):
+            raise ValueError(f"layout must be 'pre_norm' or 'post_norm', got {layout!r}")
+        self.layout = layout
+        post = layout == "post_norm"
         self.positions = nn.Embedding(max_len, input_dim)
         nn.init.xavier_normal_(self.positions.weight)
         layer = nn.TransformerEncoderLayer(
             input_dim,
             num_heads,
-            dim_feedforward=input_dim,
+            dim_feedforward=input_dim * feedforward_mult,
             dropout=dropout,
+            activation="gelu" if post else "relu",
             batch_first=True,
-            norm_first=True,
+            norm_first=not post,
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(input_dim)
+        self.norm = nn.LayerNorm(input_dim)  # pre_norm: on the output; post_norm: on the input
         self.dropout = nn.Dropout(dropout)
         self.max_len = max_len
         self.output_dim = input_dim
+        if post:
+            for name, param in self.named_parameters():
+                if param.dim() > 1:
+                    nn.init.normal_(param, std=0.02)
+                elif name.endswith("bias"):
+                    nn.init.zeros_(param)
 
     def forward_all(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[B, L, d]: the output at every position (padding positions are not meaningful)."""
@@ -125,9 +140,12 @@ class SASRecEncoder(nn.Module):
         if length > self.max_len:
             raise ValueError(f"history of {length} items exceeds SASRec max_len={self.max_len}")
         pos = torch.arange(length, device=seq.device)
-        x = self.dropout(seq * seq.shape[-1] ** 0.5 + self.positions(pos)[None])
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), diagonal=1)
         padding = pos[None, :] >= lengths.to(seq.device)[:, None]
+        if self.layout == "post_norm":
+            x = self.dropout(self.norm(seq + self.positions(pos)[None]))
+            return self.encoder(x, mask=causal, src_key_padding_mask=padding)
+        x = self.dropout(seq * seq.shape[-1] ** 0.5 + self.positions(pos)[None])
         return self.norm(self.encoder(x, mask=causal, src_key_padding_mask=padding))
 
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -136,20 +154,26 @@ class SASRecEncoder(nn.Module):
 
 
 class UserTower(nn.Module):
-    """``forward(item_vectors [B, L, d], lengths [B]) -> [B, dim]`` L2-normalized.
+    """``forward(item_vectors [B, L, d], lengths [B]) -> [B, dim]`` (L2-normalized unless ``normalize=False``).
 
     Takes already-encoded history items so the caller can run the item tower once per unique
     item in a step (histories repeat items heavily).
     """
 
-    def __init__(self, encoder: nn.Module, dim: int = 256, history_dropout: float = 0.0):
+    def __init__(
+        self, encoder: nn.Module, dim: int = 256, history_dropout: float = 0.0, normalize: bool = True
+    ):
         super().__init__()
         self.encoder = encoder
+        self.normalize = normalize
         self.dropout = nn.Dropout(history_dropout)  # on the encoded history items (regularizes small data)
         self.proj = nn.Linear(encoder.output_dim, dim)
 
     def forward(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(self.encoder(self.dropout(item_vectors), lengths)), dim=-1)
+        return self._output(self.proj(self.encoder(self.dropout(item_vectors), lengths)))
+
+    def _output(self, vectors: torch.Tensor) -> torch.Tensor:
+        return F.normalize(vectors, dim=-1) if self.normalize else vectors
 
     def forward_all(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[P, dim]: the user vector after every history prefix, for the P valid positions
@@ -158,7 +182,7 @@ class UserTower(nn.Module):
         valid = (
             torch.arange(states.shape[1], device=states.device)[None, :] < lengths.to(states.device)[:, None]
         )
-        return F.normalize(self.proj(states[valid]), dim=-1)
+        return self._output(self.proj(states[valid]))
 
 
 # The encoders a serving bundle may name: serving rebuilds them from this table, never from

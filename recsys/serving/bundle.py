@@ -127,7 +127,7 @@ class Bundle:
             encoder = build_encoder(ut["encoder"], ut["dim"], ut["params"])
         except (ValueError, TypeError) as err:
             raise ManifestError(f"{path}: user_tower: {err}") from err
-        user_tower = UserTower(encoder, ut["dim"])
+        user_tower = UserTower(encoder, ut["dim"], normalize=ut.get("normalize", True))
         user_tower.load_state_dict(load_file(path / "user_tower.safetensors"))
         it = manifest["item_tower"]
         item_tower = ItemTower(
@@ -137,6 +137,8 @@ class Bundle:
             use_text=it["use_text"],
             use_id=it["use_id"],
             fusion=it["fusion"],
+            mlp=it.get("mlp", True),  # bundles written before the switch: the MLP, normalized
+            normalize=it.get("normalize", True),
         )
         result = item_tower.load_state_dict(load_file(path / "item_tower.safetensors"), strict=False)
         if result.unexpected_keys or any(not k.startswith("id_") for k in result.missing_keys):

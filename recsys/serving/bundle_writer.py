@@ -125,7 +125,11 @@ def write_bundle(
     index.build(ids, index_vectors(catalog, ~items["is_warm"].to_numpy(), retrieval["cold_score_offset"]))
     lap("index_build")
     timeline = InteractionTimeline.from_dataset(dataset)
-    recent = timeline.counts(items["item_idx"].to_numpy(), timeline.end, settings.window_ms)
+    recent = (  # ordinal time has no window to count in (see candidates.build)
+        timeline.counts(items["item_idx"].to_numpy(), timeline.end, settings.window_ms)
+        if not dataset.time_is_ordinal
+        else np.zeros(len(items))
+    )
     # what the ranker's log_popularity read in training: every interaction before the request
     # (here: all of them) when features are as of the request, else the train counts
     popularity = (
@@ -163,6 +167,7 @@ def write_bundle(
         "item_tower": parts.item_tower_config,
         "ranker": parts.ranker_config if parts.ranker is not None else None,
         "retrieval": retrieval,
+        "exclude_seen": dataset.exclude_seen,  # false: a user's earlier items may be recommended again
         **(extra or {}),
     }
     with atomic_directory(path) as staging:

@@ -46,6 +46,7 @@ class InferenceGraph:
         self.last_n = int(candidates["last_n"])
         # text-only items' score offset (absent in bundles written before the option: none)
         self.cold_score_offset = float((m.get("retrieval") or {}).get("cold_score_offset", 0.0))
+        self.exclude_seen = bool(m.get("exclude_seen", True))  # bundles before the switch: excluded
         items = bundle.items
         # a numpy array of str: per-request element access costs ~15 µs less than a pandas Index
         self.item_ids = items["item_id"].astype(str).to_numpy(dtype=object)
@@ -154,7 +155,7 @@ class InferenceGraph:
             cached = torch.from_numpy(self.bundle.user_embeddings[row])[None]  # computed at export
         else:
             hist, unknown = self.to_item_idx(list(history or []))
-            seen = np.unique(hist)
+            seen = np.unique(hist) if self.exclude_seen else hist[:0]
         hist = hist[-self.max_history :]
         if len(hist) < self.min_history:
             strategy, items, scores = "popular", *self._popular(hist, seen, top_k)

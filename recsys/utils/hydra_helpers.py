@@ -67,3 +67,17 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
             return None
         return float(metrics["val_best"])
     raise KeyError(f"optimized_metric {name!r} is not among this run's metrics")
+
+
+def command_line_keys() -> set[str]:
+    """Config keys set by this run's command-line overrides (``key=value``, ``+key=``, ``++key=``);
+    empty outside a Hydra run. Derived values leave these alone."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    keys = set()
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        keys.add(key)
+    return keys

@@ -1,0 +1,286 @@
+"""The benchmark suite: `experiment=two_tower` on each dataset × seed, then docs/BENCHMARKS.md.
+
+    python experiments/benchmark.py [--datasets beauty sports toys yelp ml100k] [--seeds 42 43 44]
+                                    [--jobs 2] [--table-only]
+
+Each finished run is recorded as one JSON file under ``experiments/results/benchmark/`` (kept in
+version control), so the suite resumes where it stopped and the table can be assembled from
+runs made in different sessions. The table is generated from those files alone: per dataset,
+validation and test ndcg@10 / recall@10 (mean ± sample sd over seeds), popularity in the same
+runs, the published rows of ``../shared/data/s3rec/PUBLISHED.md``, wall time, peak memory, the
+CPU (model, bf16/avx512/avx2 flags, threads) and the commit. Test is read here and only here.
+
+``--jobs 2`` runs two single-thread runs at once (a 1-thread run repeats to the digit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "experiments" / "results" / "benchmark"
+TABLE = REPO / "docs" / "BENCHMARKS.md"
+README = REPO / "README.md"
+RESULTS_MD = REPO / "experiments" / "RESULTS.md"
+PUBLISHED = REPO.parent / "shared" / "data" / "s3rec" / "PUBLISHED.md"
+BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
+
+# benchmark name -> (data config, row name in PUBLISHED.md)
+DATASETS = {
+    "beauty": ("beauty", "Beauty"),
+    "sports": ("sports", "Sports_and_Outdoors"),
+    "toys": ("toys", "Toys_and_Games"),
+    "yelp": ("yelp", "Yelp"),
+    "ml100k": ("movielens_100k", None),
+}
+# what this suite must reach (issue 30): test ndcg@10, mean of the seeds
+TARGETS = {"beauty": 0.0531, "sports": 0.0314, "toys": 0.0580, "yelp": 0.0245, "ml100k": 0.125}
+
+
+def cpu_info() -> dict:
+    flags, model = set(), platform.processor() or "unknown"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
+        flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split())
+    except (OSError, AttributeError):
+        pass
+    shown = [f for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if f in flags]
+    return {"model": model, "flags": shown, "cores": os.cpu_count()}
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def result_path(results: Path, name: str, seed: int) -> Path:
+    return results / f"{name}_seed{seed}.json"
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
+    data, _ = DATASETS[name]
+    out = REPO / args.workdir / name / f"seed{seed}"
+    overrides = ["experiment=two_tower", f"data={data}", f"seed={seed}", *args.override]
+    command = "python -m recsys.train " + " ".join(shlex.quote(o) for o in overrides)
+    argv = [
+        sys.executable,
+        "-m",
+        "recsys.train",
+        *overrides,
+        f"paths.output_dir={out}",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.rich_progress_bar",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    print(f"[benchmark] {name} seed {seed}: {command}", flush=True)
+    t0 = time.perf_counter()
+    log = out.parent / f"seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        proc = subprocess.run(argv, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command} failed (exit {proc.returncode}); see {log}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    keys = ("ndcg@10", "recall@10")
+    record = {
+        "dataset": name,
+        "seed": seed,
+        "command": command,
+        "val": {k: metrics.get(f"val/{k}") for k in keys},
+        "test": {k: metrics[f"retrieval/{k}"] for k in keys},
+        "popularity": {k: metrics[f"popularity/{k}"] for k in keys},
+        "n_test_users": metrics["n_users"],
+        "n_users_dataset": metrics["n_users_dataset"],
+        "n_items": metrics["n_items"],
+        "exclude_seen": metrics.get("exclude_seen"),
+        "epochs_done": metrics["epochs_done"],
+        "precision": metrics["precision"],
+        "derived": {k: v for k, v in metrics.items() if k.startswith("derived/")},
+        "wall_s": round(wall, 1),
+        "fit_s": metrics["fit_s"],
+        "peak_rss_gib": metrics.get("peak_rss_gib"),
+        "threads": args.threads,
+        "cpu": cpu_info(),
+        "commit": git_commit(),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    path = result_path(REPO / args.results, name, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)  # atomic: a killed suite leaves no half-written result
+    print(f"[benchmark] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} in {wall:.0f} s", flush=True)
+    return path
+
+
+def parse_published(path: Path) -> dict[str, dict[str, tuple[float, float] | str]]:
+    """Row name -> column -> (recall@10, ndcg@10), from PUBLISHED.md's table; {} when absent."""
+    if not path.is_file():
+        return {}
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        row = {}
+        for column, cell in zip(header[1:], cells[1:], strict=False):
+            pair = re.search(r"(\d\.\d+)\s*/\s*(\d\.\d+)", cell)
+            if pair:
+                row[column] = (float(pair.group(1)), float(pair.group(2)))
+        rows[cells[0]] = row
+    return rows
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "—"
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+
+
+def load_results(results: Path) -> dict[str, list[dict]]:
+    by_dataset: dict[str, list[dict]] = {}
+    for path in sorted(results.glob("*.json")):
+        record = json.loads(path.read_text())
+        by_dataset.setdefault(record["dataset"], []).append(record)
+    return by_dataset
+
+
+def render_table(by_dataset: dict[str, list[dict]], published: dict) -> str:
+    lines = [
+        "| dataset | seeds | val ndcg@10 | val recall@10 | test ndcg@10 | test recall@10 | popularity ndcg@10 "
+        "| × popularity | target ndcg@10 | wall s (max) | peak GiB | epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in [n for n in DATASETS if n in by_dataset] + sorted(set(by_dataset) - set(DATASETS)):
+        runs = sorted(by_dataset[name], key=lambda r: r["seed"])
+        col = lambda part, key: [r[part][key] for r in runs if r[part].get(key) is not None]  # noqa: E731
+        test, pop = col("test", "ndcg@10"), col("popularity", "ndcg@10")
+        ratio = statistics.mean(test) / statistics.mean(pop) if pop and statistics.mean(pop) > 0 else float("nan")
+        target = TARGETS.get(name)
+        lines.append(
+            f"| {name} | {', '.join(str(r['seed']) for r in runs)} | {_mean_sd(col('val', 'ndcg@10'))} "
+            f"| {_mean_sd(col('val', 'recall@10'))} | {_mean_sd(test)} | {_mean_sd(col('test', 'recall@10'))} "
+            f"| {_mean_sd(pop)} | {ratio:.1f}× | {target if target else '—'} "
+            f"| {max(r['wall_s'] for r in runs):.0f} | {max(r['peak_rss_gib'] or 0 for r in runs):.2f} "
+            f"| {', '.join(str(r['epochs_done']) for r in runs)} |"
+        )
+    out = ["\n".join(lines)]
+    rows = [(n, published.get(DATASETS[n][1])) for n in by_dataset if n in DATASETS and DATASETS[n][1]]
+    rows = [(n, p) for n, p in rows if p]
+    if rows:
+        columns = list(dict.fromkeys(c for _, p in rows for c in p))
+        head = "| dataset | ours (test recall@10 / ndcg@10) | " + " | ".join(columns) + " |"
+        body = [head, "|" + "---|" * (len(columns) + 2)]
+        for name, pub in rows:
+            runs = by_dataset[name]
+            ours = (
+                f"{statistics.mean(r['test']['recall@10'] for r in runs):.4f} / "
+                f"{statistics.mean(r['test']['ndcg@10'] for r in runs):.4f}"
+            )
+            cells = [f"{pub[c][0]:.4f} / {pub[c][1]:.4f}" if c in pub else "—" for c in columns]
+            body.append(f"| {name} | {ours} | " + " | ".join(cells) + " |")
+        out.append(
+            "Published full-ranking figures (HR@10 = recall@10 / NDCG@10, from "
+            "`../shared/data/s3rec/PUBLISHED.md`; the \"best found\" column is the first model of that "
+            "cell, selected on test by its authors):\n\n" + "\n".join(body)
+        )
+    return "\n\n".join(out)
+
+
+def render_runs(by_dataset: dict[str, list[dict]]) -> str:
+    lines = ["| dataset | seed | test ndcg@10 | val ndcg@10 | wall s | threads | CPU | precision | commit | command |"]
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for name in sorted(by_dataset):
+        for r in sorted(by_dataset[name], key=lambda r: r["seed"]):
+            cpu = f"{r['cpu']['model']} ({', '.join(r['cpu']['flags'])})"
+            val = r["val"].get("ndcg@10")
+            lines.append(
+                f"| {name} | {r['seed']} | {r['test']['ndcg@10']:.4f} | {val:.4f} | {r['wall_s']:.0f} "
+                f"| {r['threads']} | {cpu} | {r['precision']} | {r['commit']} | `{r['command']}` |"
+            )
+    return "\n".join(lines)
+
+
+def write_report(results: Path, table: Path) -> str:
+    by_dataset = load_results(results)
+    summary = render_table(by_dataset, parse_published(PUBLISHED))
+    text = (
+        "# Benchmarks\n\n"
+        "Generated by `make benchmark` (`python experiments/benchmark.py`) from the result files in "
+        f"`{results.relative_to(REPO) if results.is_relative_to(REPO) else results}`; never edited by hand. "
+        "Each row is `python -m recsys.train experiment=two_tower data=<name> seed=<seed>` (the "
+        "recipe, values derived from the data as logged under `derived/*` in each result). Test is "
+        "computed in every run and read only here; settings are chosen on validation (a gain of at "
+        "least two standard errors, summed over the suite). ndcg@10 and recall@10 rank the full "
+        "catalog with a user's earlier items excluded (kept for Yelp, `exclude_seen: false`).\n\n"
+        f"{summary}\n\n## Runs\n\n{render_runs(by_dataset)}\n"
+    )
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(text)
+    return summary
+
+
+def replace_block(path: Path, block: str) -> None:
+    """Put ``block`` between the benchmark markers of ``path`` (README, RESULTS.md)."""
+    if not path.is_file():
+        return
+    text = path.read_text()
+    if BEGIN not in text:
+        return
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each with cores/jobs threads)")
+    parser.add_argument("--threads", type=int, default=None, help="threads a run (default: cores / jobs)")
+    parser.add_argument("--results", default=str(RESULTS_DIR.relative_to(REPO)))
+    parser.add_argument("--table", default=str(TABLE.relative_to(REPO)))
+    parser.add_argument("--workdir", default="logs/benchmark")
+    parser.add_argument("--override", nargs="*", default=[], help="extra overrides for every run")
+    parser.add_argument("--force", action="store_true", help="run again even when a result exists")
+    parser.add_argument("--table-only", action="store_true", help="only regenerate the table")
+    args = parser.parse_args(argv)
+    args.threads = args.threads or max((os.cpu_count() or 1) // args.jobs, 1)
+    results = REPO / args.results
+    if not args.table_only:
+        todo = [
+            (name, seed)
+            for name in args.datasets
+            for seed in args.seeds
+            if args.force or not result_path(results, name, seed).exists()
+        ]
+        print(f"[benchmark] {len(todo)} runs to do, {args.jobs} at a time, {args.threads} thread(s) each")
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(run_one, name, seed, args) for name, seed in todo]:
+                future.result()
+    summary = write_report(results, REPO / args.table)
+    if Path(args.table).resolve() == TABLE.resolve():  # the shipped table feeds README and RESULTS
+        replace_block(README, summary)
+        replace_block(RESULTS_MD, summary)
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()

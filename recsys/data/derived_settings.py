@@ -1,0 +1,97 @@
+"""Training settings a recipe derives from the prepared dataset, by rules stated here.
+
+One recipe (``experiment=two_tower``) must fit catalogs from 1.7K to 434K items and 1K to 100K
+users. The few values that have to follow the data are computed from the prepared dataset's
+statistics, logged, and stored in ``metrics.json`` (``derived/*``); everything else is a fixed
+config value. The rules (``DerivationRules``, the ``derive`` block of an experiment):
+
+- **softmax**: the whole catalog (exact softmax at every position, like SASRec's CE) when it has at
+  most ``exact_softmax_max_items`` items; above that ``sampled_negatives`` shared uniform samples
+  with the logQ correction (an exact softmax over 434K items does not fit a CPU step).
+- **max_history** (window and SASRec positions): the ``length_quantile`` quantile of the users'
+  training-sequence lengths, rounded up to a multiple of 10, within ``max_history_range``: long
+  enough for almost every user, no longer (padding is wasted work).
+- **batch_size** (windows a step): the power of two nearest ``windows / steps_per_epoch``, within
+  ``batch_size_range``: about the same number of optimizer steps an epoch on every dataset.
+- **max_epochs**: enough epochs for ``scored_positions`` training targets in all, within
+  ``epochs_range`` (early stopping on validation usually ends the run sooner).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from recsys.data.dataset import PreparedDataset
+from recsys.data.splitting import TRAIN
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    n_users: int
+    n_items: int
+    n_train_targets: int  # training targets (interactions after each user's first, before val)
+    sequence_length_quantile: int  # the rules' quantile of training-sequence lengths
+
+
+def dataset_stats(dataset: PreparedDataset, length_quantile: float) -> DatasetStats:
+    role = dataset.interactions(["user_idx", "role"])
+    users = role["user_idx"].to_numpy()[role["role"].to_numpy() == TRAIN]
+    lengths = np.bincount(users, minlength=dataset.n_users)
+    lengths = lengths[lengths > 0]
+    return DatasetStats(
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        n_train_targets=int(dataset.n_rows("train")),
+        sequence_length_quantile=int(np.ceil(np.quantile(lengths, length_quantile))) if len(lengths) else 1,
+    )
+
+
+@dataclass(frozen=True)
+class DerivationRules:
+    exact_softmax_max_items: int = 100_000
+    sampled_negatives: int = 4096
+    length_quantile: float = 0.95
+    max_history_range: tuple[int, int] = (20, 200)
+    steps_per_epoch: int = 150
+    batch_size_range: tuple[int, int] = (32, 256)
+    scored_positions: int = 4_000_000
+    epochs_range: tuple[int, int] = (10, 200)
+
+    def apply(self, stats: DatasetStats) -> dict[str, Any]:
+        """Dotted config keys -> values."""
+        lo, hi = self.max_history_range
+        max_history = int(min(max(10 * math.ceil(stats.sequence_length_quantile / 10), lo), hi))
+        exact = stats.n_items <= self.exact_softmax_max_items
+        windows = max(stats.n_users, 1)  # about one window a user at this max_history
+        lo, hi = self.batch_size_range
+        batch = int(min(max(2 ** round(math.log2(max(windows / self.steps_per_epoch, 1))), lo), hi))
+        lo, hi = self.epochs_range
+        epochs = int(min(max(math.ceil(self.scored_positions / max(stats.n_train_targets, 1)), lo), hi))
+        return {
+            "data.max_history": max_history,
+            "data.batch_size": batch,
+            "model.num_global_negatives": -1 if exact else self.sampled_negatives,
+            "model.logq": "none" if exact else "both",
+            "trainer.max_epochs": epochs,
+        }
+
+
+def derive_settings(
+    dataset: PreparedDataset, rules: dict[str, Any], keep: set[str] = frozenset()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(overrides, report): the derived values and the statistics they came from. Keys in
+    ``keep`` (set on the command line) are not derived: a value the user gives wins."""
+    rules_ = DerivationRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in rules.items()})
+    stats = dataset_stats(dataset, rules_.length_quantile)
+    overrides = {k: v for k, v in rules_.apply(stats).items() if k not in keep}
+    log.info("derived from %s: %s", asdict(stats), overrides)
+    report = {f"derived/stats/{k}": v for k, v in asdict(stats).items()}
+    report |= {f"derived/{k}": v for k, v in overrides.items()}
+    return overrides, report

@@ -1,0 +1,89 @@
+"""experiments/benchmark.py: resumable runs recorded as JSON, and the table generated from them alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from experiments import benchmark
+from tests.conftest import REPO_ROOT, SHARED_DATA
+
+
+def _record(dataset: str, seed: int, test: float, val: float, pop: float) -> dict:
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "command": f"python -m recsys.train experiment=two_tower data={dataset} seed={seed}",
+        "val": {"ndcg@10": val, "recall@10": 2 * val},
+        "test": {"ndcg@10": test, "recall@10": 2 * test},
+        "popularity": {"ndcg@10": pop, "recall@10": 2 * pop},
+        "epochs_done": 10,
+        "precision": "32-true",
+        "wall_s": 100.0 + seed,
+        "peak_rss_gib": 1.5,
+        "threads": 1,
+        "cpu": {"model": "Test CPU", "flags": ["avx2"], "cores": 2},
+        "commit": "abc1234",
+    }
+
+
+def test_table_from_results_alone(tmp_path):
+    for seed, test in ((1, 0.05), (2, 0.06), (3, 0.07)):
+        (tmp_path / f"beauty_seed{seed}.json").write_text(json.dumps(_record("beauty", seed, test, 0.08, 0.01)))
+    published = tmp_path / "PUBLISHED.md"
+    published.write_text(
+        "| dataset | SASRec+SS | best found |\n|---|---|---|\n"
+        "| Beauty | 0.0921 / 0.0531 | WEARec 0.1041 / 0.0614, TV-Rec 0.1017 / 0.0608 |\n"
+    )
+    rows = benchmark.parse_published(published)
+    assert rows["Beauty"] == {"SASRec+SS": (0.0921, 0.0531), "best found": (0.1041, 0.0614)}
+    table = benchmark.render_table(benchmark.load_results(tmp_path), rows)
+    beauty = next(line for line in table.splitlines() if line.startswith("| beauty |"))
+    # mean ± sample sd of 0.05, 0.06, 0.07; 6.0× popularity; max wall 103 s
+    assert "| 0.0600 ± 0.0100 |" in beauty and "| 6.0× |" in beauty and "| 103 |" in beauty
+    assert "| 0.0531 |" in beauty  # the target beside it
+    assert "| beauty | 0.1200 / 0.0600 | 0.0921 / 0.0531 | 0.1041 / 0.0614 |" in table
+
+
+def test_replace_block_keeps_the_rest(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(f"intro\n{benchmark.BEGIN}\nold\n{benchmark.END}\noutro\n")
+    benchmark.replace_block(path, "| new |")
+    assert path.read_text() == f"intro\n{benchmark.BEGIN}\n| new |\n{benchmark.END}\noutro\n"
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_run_writes_results_and_table(tmp_path):
+    if not (SHARED_DATA / "s3rec" / "Toys_and_Games.txt.gz").is_file():
+        pytest.skip(f"S3-Rec files not found under {SHARED_DATA / 's3rec'}")
+    args = [
+        "--datasets",
+        "toys",
+        "--seeds",
+        "7",
+        "--results",
+        str(tmp_path / "results"),
+        "--table",
+        str(tmp_path / "BENCHMARKS.md"),
+        "--workdir",
+        str(tmp_path / "work"),
+        "--override",
+        "trainer=fast_dev",
+        "model.dim=8",
+        f"paths.root_dir={tmp_path}",
+        f"paths.shared_data_dir={SHARED_DATA}",
+    ]
+    run = [sys.executable, "experiments/benchmark.py", *args]
+    done = subprocess.run(run, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "toys_seed7.json").read_text())
+    assert record["seed"] == 7 and 0 <= record["test"]["ndcg@10"] <= 1 and record["n_items"] > 11_000
+    assert record["derived"]["derived/model.num_global_negatives"] == -1 and record["wall_s"] > 0
+    table = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| toys | 7 |" in table and "SASRec+SS" in table
+    # resumable: a second call finds the result and runs nothing
+    again = subprocess.run(run, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "0 runs to do" in again.stdout

@@ -1,0 +1,87 @@
+"""The recipe's data-derived values: each rule against a hand computation, and end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys.data.derived_settings import DatasetStats, DerivationRules, dataset_stats
+from tests.conftest import compose_config
+
+
+def stats(n_users=22_363, n_items=12_068, n_train=131_413, length=23) -> DatasetStats:
+    return DatasetStats(n_users, n_items, n_train, length)
+
+
+def test_rules_by_hand():
+    rules = DerivationRules()
+    # Beauty-like: 12K items -> exact; p95 length 23 -> 30; 22,363 / 150 = 149 -> 128; 4M / 131,413 -> 31
+    assert rules.apply(stats()) == {
+        "data.max_history": 30,
+        "data.batch_size": 128,
+        "model.num_global_negatives": -1,
+        "model.logq": "none",
+        "trainer.max_epochs": 31,
+    }
+    # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped
+    big = rules.apply(stats(n_users=102_000, n_items=434_206, n_train=3_800_000, length=480))
+    assert big["model.num_global_negatives"] == 4096 and big["model.logq"] == "both"
+    assert big["data.max_history"] == 200 and big["data.batch_size"] == 256 and big["trainer.max_epochs"] == 10
+    # ML-100K-like: few users -> the smallest batch, many epochs (4M / 97K = 41.2 -> 42)
+    small = rules.apply(stats(n_users=943, n_items=1_682, n_train=97_000, length=500))
+    assert small["data.batch_size"] == 32 and small["trainer.max_epochs"] == 42
+
+
+@pytest.mark.parametrize(("length", "window"), [(3, 20), (20, 20), (21, 30), (199, 200), (5000, 200)])
+def test_max_history_rounds_up_to_tens_within_range(length, window):
+    assert DerivationRules().apply(stats(length=length))["data.max_history"] == window
+
+
+def test_stats_of_a_prepared_dataset(tmp_path):
+    from tests.test_sequence_source import _prepare
+
+    dataset = _prepare(tmp_path)
+    # training sequences (all but val and test targets): lengths 2, 1, 3, 2, 4 -> 95% quantile 3.8 -> 4
+    assert dataset_stats(dataset, 0.95) == DatasetStats(5, 5, 7, 4)
+    assert dataset_stats(dataset, 0.5).sequence_length_quantile == 2
+
+
+def test_train_derives_unless_given_on_the_command_line(tmp_path):
+    """End to end through the CLI: the derived values and their statistics land in metrics.json,
+    and a value given on the command line is kept."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    from tests.test_sequence_source import PER_USER
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "seq.txt").write_text(PER_USER * 1)
+    args = [
+        "experiment=two_tower",
+        "data=sequences",
+        f"data.raw_dir={tmp_path / 'raw'}",
+        "data.preparer.source.file=seq.txt",
+        "data.batch_size=2",
+        "model.dim=8",
+        "trainer.max_epochs=1",
+        "~callbacks.rich_progress_bar",
+        "trainer.enable_progress_bar=false",
+        f"paths.root_dir={tmp_path}",
+        f"paths.output_dir={tmp_path}/out",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.train", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["derived/stats/n_items"] == 5 and metrics["derived/stats/n_train_targets"] == 7
+    assert metrics["derived/data.max_history"] == 20 and metrics["derived/model.num_global_negatives"] == -1
+    assert "derived/data.batch_size" not in metrics and "derived/trainer.max_epochs" not in metrics
+    assert metrics["epochs_done"] == 1 and metrics["text_used"] is False and metrics["exclude_seen"] is True
+
+
+def test_recipe_composes_its_rules():
+    cfg = compose_config("train", ["experiment=two_tower"])
+    rules = DerivationRules(**{k: tuple(v) if not isinstance(v, int | float) else v for k, v in cfg.derive.items()})
+    assert rules.exact_softmax_max_items == 100_000 and rules.max_history_range == (20, 200)
