@@ -27,12 +27,16 @@ def _record(dataset: str, seed: int, test: float, val: float, pop: float) -> dic
         "threads": 1,
         "cpu": {"model": "Test CPU", "flags": ["avx2"], "cores": 2},
         "commit": "abc1234",
+        "n_test_users": 90,
+        "n_users_dataset": 100,
     }
 
 
 def test_table_from_results_alone(tmp_path):
     for seed, test in ((1, 0.05), (2, 0.06), (3, 0.07)):
-        (tmp_path / f"beauty_seed{seed}.json").write_text(json.dumps(_record("beauty", seed, test, 0.08, 0.01)))
+        (tmp_path / f"beauty_seed{seed}.json").write_text(
+            json.dumps(_record("beauty", seed, test, 0.08, 0.01))
+        )
     published = tmp_path / "PUBLISHED.md"
     published.write_text(
         "| dataset | SASRec+SS | best found |\n|---|---|---|\n"
@@ -45,7 +49,8 @@ def test_table_from_results_alone(tmp_path):
     # mean ± sample sd of 0.05, 0.06, 0.07; 6.0× popularity; max wall 103 s
     assert "| 0.0600 ± 0.0100 |" in beauty and "| 6.0× |" in beauty and "| 103 |" in beauty
     assert "| 0.0531 |" in beauty  # the target beside it
-    assert "| beauty | 0.1200 / 0.0600 | 0.0921 / 0.0531 | 0.1041 / 0.0614 |" in table
+    assert "| 0.0540 ± 0.0090 |" in beauty  # over all users: 90 of 100 had a test row
+    assert "| beauty | 0.1080 / 0.0540 | 0.0921 / 0.0531 | 0.1041 / 0.0614 |" in table
 
 
 def test_replace_block_keeps_the_rest(tmp_path):

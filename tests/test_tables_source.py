@@ -79,7 +79,7 @@ def test_own_tables_train_end_to_end(tmp_path):
             "data.batch_size=32",
             "trainer=fast_dev",
             "~callbacks.rich_progress_bar",
-            "~derive",
+            "derive=null",
             f"paths.root_dir={tmp_path}",
             f"paths.output_dir={tmp_path}/out",
         ],

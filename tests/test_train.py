@@ -23,7 +23,7 @@ TINY = [
     "model.num_global_negatives=64",
     "trainer=fast_dev",
     "~callbacks.rich_progress_bar",
-    "~derive",  # the tiny sizes above, not the ones the recipe would derive from the data
+    "derive=null",  # the tiny sizes above, not the ones the recipe would derive from the data
 ]
 
 

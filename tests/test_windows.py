@@ -107,3 +107,23 @@ def test_windows_from_a_prepared_split_hold_every_train_target(trained):
     assert windows.n_targets == n_rows
     batch = windows[list(range(len(windows)))]
     assert int((batch["targets"] > 0).sum()) == n_rows
+
+
+def test_length_grouped_batches_cover_every_row_once_within_the_budget():
+    import torch
+
+    from recsys.data.datamodules import LengthGroupedBatches
+
+    lengths = torch.tensor([1, 50, 3, 3, 2, 40, 1, 1, 7, 9] * 30)
+    batches = LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(0), group_batches=4)
+    budget = batches.budget
+    assert budget == int(8 * lengths.float().mean())  # 8 rows of the mean length: 8 × 11.7 -> 93
+    planned = len(batches)
+    drawn = list(batches)
+    assert len(drawn) == planned  # __len__ announced this epoch's batches
+    assert sorted(i for b in drawn for i in b) == list(range(len(lengths)))
+    # each batch pads to its longest row and stays within the budget (a row alone may exceed it)
+    assert all(len(b) * int(lengths[b].max()) <= budget or len(b) == 1 for b in drawn)
+    assert max(len(b) for b in drawn) > 8 > min(len(b) for b in drawn)  # short rows come many to a batch
+    again = LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(0), group_batches=4)
+    assert list(again) == drawn and list(again) != drawn  # seeded, and a new draw every epoch

@@ -8,7 +8,6 @@ ranker that a low retrieval score marks the positive.
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass
 
 import numpy as np

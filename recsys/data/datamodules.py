@@ -148,6 +148,7 @@ class BatchedSplits(L.LightningDataModule):
     """
 
     splits: dict[str, Dataset]
+    group_by_length: bool = False
     batch_size: int
     eval_batch_size: int
     num_workers: int
@@ -168,16 +169,15 @@ class BatchedSplits(L.LightningDataModule):
         rows = self.splits[split]
         rank, world = self._shard()
         generator = torch.Generator().manual_seed(self.seed)
-        if shuffle and getattr(self, "group_by_length", False) and hasattr(rows, "row_lengths"):
-            batches: Sampler = LengthGroupedBatches(rows.row_lengths(), batch_size, generator)
+        batches: Sampler
+        if shuffle and self.group_by_length and hasattr(rows, "row_lengths"):
+            batches = LengthGroupedBatches(rows.row_lengths(), batch_size, generator)
+        elif shuffle:
+            batches = BatchSampler(RandomSampler(rows, generator=generator), batch_size, drop_last=False)
         else:
-            if shuffle:
-                base = RandomSampler(rows, generator=generator)
-            else:
-                # evaluation: rows rank, rank + world, … — every row exactly once over all ranks, so
-                # sum-reduced metrics equal a single-process run (no padding with repeated users)
-                base = range(rank, len(rows), world)
-            batches = BatchSampler(base, batch_size=batch_size, drop_last=False)
+            # evaluation: rows rank, rank + world, … — every row exactly once over all ranks, so
+            # sum-reduced metrics equal a single-process run (no padding with repeated users)
+            batches = BatchSampler(range(rank, len(rows), world), batch_size=batch_size, drop_last=False)
         if shuffle and world > 1:
             batches = TrainingShard(batches, rank, world)
         return DataLoader(

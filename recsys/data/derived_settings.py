@@ -57,11 +57,11 @@ def dataset_stats(dataset: PreparedDataset, length_quantile: float) -> DatasetSt
 class DerivationRules:
     exact_softmax_max_items: int = 100_000
     sampled_negatives: int = 4096
-    length_quantile: float = 0.95
+    length_quantile: float = 0.99
     max_history_range: tuple[int, int] = (20, 200)
     steps_per_epoch: int = 150
     batch_size_range: tuple[int, int] = (32, 256)
-    scored_positions: int = 4_000_000
+    scored_positions: int = 3_000_000
     epochs_range: tuple[int, int] = (10, 200)
 
     def apply(self, stats: DatasetStats) -> dict[str, Any]:

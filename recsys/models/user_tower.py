@@ -154,7 +154,8 @@ class SASRecEncoder(nn.Module):
 
 
 class UserTower(nn.Module):
-    """``forward(item_vectors [B, L, d], lengths [B]) -> [B, dim]`` (L2-normalized unless ``normalize=False``).
+    """``forward(item_vectors [B, L, d], lengths [B]) -> [B, dim]``, L2-normalized unless
+    ``normalize=False``.
 
     Takes already-encoded history items so the caller can run the item tower once per unique
     item in a step (histories repeat items heavily).
