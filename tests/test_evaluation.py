@@ -220,3 +220,22 @@ def test_two_stage_mrr_is_cut_at_k_and_named_so():
     metric.update(torch.tensor([0, 5, 300]), torch.tensor([2, 3, 4]))
     out = metric.compute()["all"]
     assert "mrr" not in out and out["mrr@200"] == pytest.approx((1 + 1 / 6 + 0) / 3)
+
+
+def test_ranking_map_matches_brute_force_with_negative_scores():
+    """ranking/map@k on raw ranker logits (mostly negative) equals average precision by hand."""
+    import torch
+
+    from recsys.evaluation.ranking import CandidateListMetrics
+
+    logits = torch.tensor([[-0.5, -3.0, -1.0, -2.0], [-4.0, -0.1, -0.2, -9.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    mask = torch.ones_like(labels, dtype=torch.bool)
+    metrics = CandidateListMetrics([3])
+    metrics.update_lists(logits, labels, mask, torch.tensor([0, 1]))
+    values = metrics.compute()
+    # AP@k: the mean precision at the ranks of the relevant items within the top k.
+    # list 0 by score: items 0, 2, 3 -> relevant at ranks 1 and 2 -> (1/1 + 2/2) / 2 = 1
+    # list 1 by score: items 1, 2, 0 -> relevant at rank 2 -> 1/2
+    assert values["map@3"].item() == pytest.approx((1.0 + 0.5) / 2)
+    assert values["hitrate@3"].item() == pytest.approx(1.0)

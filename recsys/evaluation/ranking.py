@@ -61,4 +61,6 @@ class CandidateListMetrics(MetricCollection):
             elif name.endswith("logloss"):
                 metric.update(F.binary_cross_entropy_with_logits(preds, target, reduction="none"))
             else:
-                metric.update(preds, target.long(), indexes=indexes)
+                # torchmetrics' retrieval metrics read a score <= 0 as "not retrieved" (RetrievalMAP
+                # then scores such a list 0): a global shift keeps every order and makes them positive
+                metric.update(preds - preds.min() + 1.0, target.long(), indexes=indexes)
