@@ -269,3 +269,24 @@ def test_ema_weights_are_what_validation_selects_and_test_reports(tmp_path):
     evaluated = evaluate(cfg)  # loads the checkpoint's state_dict: the averaged weights
     keys = [k for k in trained if k.startswith("retrieval")]
     assert {k: evaluated[k] for k in keys} == pytest.approx({k: trained[k] for k in keys})
+
+
+def test_debug_max_steps_and_accelerator_compose():
+    """`debug=default` changes the run; `trainer.max_steps` needs no `+`; the accelerator is auto
+    and precision auto resolves per device."""
+    from unittest import mock
+
+    from recsys.utils.precision import resolve_trainer_precision
+
+    assert compose_config("train", ["debug=default"]).trainer.limit_train_batches == 3
+    assert compose_config("train", []).trainer.get("limit_train_batches") is None
+    assert compose_config("train", ["trainer.max_steps=10"]).trainer.max_steps == 10
+    cfg = compose_config("train", [])
+    assert cfg.trainer.accelerator == "auto"
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        assert resolve_trainer_precision("32", cfg.trainer.accelerator) == "32"
+    with (
+        mock.patch("torch.cuda.is_available", return_value=True),
+        mock.patch("recsys.utils.precision.native_bf16", side_effect=lambda device: device == "cuda"),
+    ):
+        assert resolve_trainer_precision("auto", cfg.trainer.accelerator) == "bf16-mixed"
