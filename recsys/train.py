@@ -25,7 +25,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     derived: dict[str, Any] = {}
     if cfg.get("derive"):  # values the recipe takes from the data (recsys/data/derived_settings.py)
         dataset = PreparedDataset.load(datamodule.processed_dir)
-        overrides, derived = derive_settings(dataset, cfg.derive, keep=command_line_keys())
+        overrides, derived = derive_settings(
+            dataset, cfg.derive, command_line_keys(), lambda key: OmegaConf.select(cfg, key) is not None
+        )
         for key, value in overrides.items():
             OmegaConf.update(cfg, key, value, merge=False)
         datamodule = hydra.utils.instantiate(cfg.data)

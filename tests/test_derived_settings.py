@@ -21,6 +21,7 @@ def test_rules_by_hand():
         "model.num_global_negatives": -1,
         "model.logq": "none",
         "trainer.max_epochs": 23,
+        "callbacks.ema.decay": 0.998095,  # 1 − 1 / (3 epochs × ⌈22,363 / 128⌉ = 175 steps)
     }
     # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped
     big = rules.apply(stats(n_users=102_000, n_items=434_206, n_train=3_800_000, length=480))
@@ -31,6 +32,17 @@ def test_rules_by_hand():
     # ML-100K-like: few users -> the smallest batch, many epochs (3M / 97K = 30.9 -> 31)
     small = rules.apply(stats(n_users=943, n_items=1_682, n_train=97_000, length=500))
     assert small["data.batch_size"] == 32 and small["trainer.max_epochs"] == 31
+
+
+def test_windows_and_ema_from_the_users_lengths():
+    # lengths 1 (no window), 2, 51, 101 at max_history 50: 0 + 1 + 1 + 2 windows
+    four = DatasetStats(4, 100, 150, 101, lengths=(1, 2, 51, 101))
+    assert four.windows(50) == 4 and four.windows(100) == 3
+    # ML-100K-like: 943 users of 300 items at max_history 200 -> 2 windows each, 1,886 / 32 -> 59 steps
+    ml = DatasetStats(943, 1682, 97_000, 300, lengths=(300,) * 943)
+    derived = DerivationRules().apply(ml)
+    assert derived["data.max_history"] == 200 and derived["data.batch_size"] == 32
+    assert derived["callbacks.ema.decay"] == round(1 - 1 / (3 * 59), 6)
 
 
 @pytest.mark.parametrize(("length", "window"), [(3, 20), (20, 20), (21, 30), (199, 200), (5000, 200)])

@@ -13,6 +13,9 @@ config value. The rules (``DerivationRules``, the ``derive`` block of an experim
   enough for almost every user, no longer (padding is wasted work).
 - **batch_size** (windows a step): the power of two nearest ``windows / steps_per_epoch``, within
   ``batch_size_range``: about the same number of optimizer steps an epoch on every dataset.
+- **callbacks.ema.decay**: ``1 − 1 / (ema_epochs × steps an epoch)``: the weight average spans
+  about ``ema_epochs`` epochs whatever the number of steps an epoch (with a fixed decay a small
+  dataset's average would lag many epochs behind).
 - **max_epochs**: enough epochs for ``scored_positions`` training targets in all, within
   ``epochs_range`` (early stopping on validation usually ends the run sooner).
 """
@@ -21,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +42,12 @@ class DatasetStats:
     n_items: int
     n_train_targets: int  # training targets (interactions after each user's first, before val)
     sequence_length_quantile: int  # the rules' quantile of training-sequence lengths
+    lengths: tuple[int, ...] = field(default=(), repr=False, compare=False)  # per user, for windows
+
+    def windows(self, max_history: int) -> int:
+        """Training windows (``recsys.data.windows``) at ``max_history``: ⌈(n − 1) / max_history⌉ a user."""
+        n = np.asarray(self.lengths, dtype=np.int64)
+        return int((-(-(n[n >= 2] - 1) // max_history)).sum()) if len(n) else self.n_users
 
 
 def dataset_stats(dataset: PreparedDataset, length_quantile: float) -> DatasetStats:
@@ -50,6 +60,7 @@ def dataset_stats(dataset: PreparedDataset, length_quantile: float) -> DatasetSt
         n_items=dataset.n_items,
         n_train_targets=int(dataset.n_rows("train")),
         sequence_length_quantile=int(np.ceil(np.quantile(lengths, length_quantile))) if len(lengths) else 1,
+        lengths=tuple(lengths.tolist()),
     )
 
 
@@ -63,35 +74,42 @@ class DerivationRules:
     batch_size_range: tuple[int, int] = (32, 256)
     scored_positions: int = 3_000_000
     epochs_range: tuple[int, int] = (10, 200)
+    ema_epochs: float = 3.0
 
     def apply(self, stats: DatasetStats) -> dict[str, Any]:
         """Dotted config keys -> values."""
         lo, hi = self.max_history_range
         max_history = int(min(max(10 * math.ceil(stats.sequence_length_quantile / 10), lo), hi))
         exact = stats.n_items <= self.exact_softmax_max_items
-        windows = max(stats.n_users, 1)  # about one window a user at this max_history
+        windows = max(stats.windows(max_history), 1)
         lo, hi = self.batch_size_range
         batch = int(min(max(2 ** round(math.log2(max(windows / self.steps_per_epoch, 1))), lo), hi))
         lo, hi = self.epochs_range
         epochs = int(min(max(math.ceil(self.scored_positions / max(stats.n_train_targets, 1)), lo), hi))
+        steps = math.ceil(windows / batch)
         return {
             "data.max_history": max_history,
             "data.batch_size": batch,
             "model.num_global_negatives": -1 if exact else self.sampled_negatives,
             "model.logq": "none" if exact else "both",
             "trainer.max_epochs": epochs,
+            "callbacks.ema.decay": round(1.0 - 1.0 / (self.ema_epochs * steps), 6),
         }
 
 
 def derive_settings(
-    dataset: PreparedDataset, rules: dict[str, Any], keep: set[str] = frozenset()
+    dataset: PreparedDataset,
+    rules: dict[str, Any],
+    keep: set[str] = frozenset(),
+    exists: Callable[[str], bool] = lambda key: True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(overrides, report): the derived values and the statistics they came from. Keys in
-    ``keep`` (set on the command line) are not derived: a value the user gives wins."""
+    ``keep`` (set on the command line) are not derived: a value the user gives wins; keys for
+    which ``exists`` is false (e.g. a callback the run removed) are left out."""
     rules_ = DerivationRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in rules.items()})
     stats = dataset_stats(dataset, rules_.length_quantile)
-    overrides = {k: v for k, v in rules_.apply(stats).items() if k not in keep}
-    log.info("derived from %s: %s", asdict(stats), overrides)
-    report = {f"derived/stats/{k}": v for k, v in asdict(stats).items()}
+    overrides = {k: v for k, v in rules_.apply(stats).items() if k not in keep and exists(k)}
+    log.info("derived from %s: %s", stats, overrides)
+    report = {f"derived/stats/{k}": v for k, v in asdict(stats).items() if k != "lengths"}
     report |= {f"derived/{k}": v for k, v in overrides.items()}
     return overrides, report
