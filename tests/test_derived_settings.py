@@ -14,7 +14,7 @@ def stats(n_users=22_363, n_items=12_068, n_train=131_413, length=23) -> Dataset
 
 def test_rules_by_hand():
     rules = DerivationRules()
-    # Beauty-like: 12K items -> exact; p95 length 23 -> 30; 22,363 / 150 = 149 -> 128; 3M / 131,413 -> 23
+    # Beauty-like: 12K items -> exact; length 23 -> 30; 22,363 / 150 = 149 -> 128; 4,000 / 175 steps -> 23
     assert rules.apply(stats()) == {
         "data.max_history": 30,
         "data.batch_size": 128,
@@ -23,15 +23,16 @@ def test_rules_by_hand():
         "trainer.max_epochs": 23,
         "callbacks.ema.decay": 0.998095,  # 1 − 1 / (3 epochs × ⌈22,363 / 128⌉ = 175 steps)
     }
-    # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped
+    # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped;
+    # 102,000 / 256 -> 399 steps an epoch -> 4,000 steps in 11 epochs
     big = rules.apply(stats(n_users=102_000, n_items=434_206, n_train=3_800_000, length=480))
     assert big["model.num_global_negatives"] == 4096 and big["model.logq"] == "both"
     assert (
-        big["data.max_history"] == 200 and big["data.batch_size"] == 256 and big["trainer.max_epochs"] == 10
+        big["data.max_history"] == 200 and big["data.batch_size"] == 256 and big["trainer.max_epochs"] == 11
     )
-    # ML-100K-like: few users -> the smallest batch, many epochs (3M / 97K = 30.9 -> 31)
+    # ML-100K-like: few users -> the smallest batch, many epochs (943 / 32 -> 30 steps; 4,000 / 30 -> 134)
     small = rules.apply(stats(n_users=943, n_items=1_682, n_train=97_000, length=500))
-    assert small["data.batch_size"] == 32 and small["trainer.max_epochs"] == 31
+    assert small["data.batch_size"] == 32 and small["trainer.max_epochs"] == 134
 
 
 def test_windows_and_ema_from_the_users_lengths():

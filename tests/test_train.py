@@ -23,13 +23,14 @@ TINY = [
     "model.num_global_negatives=64",
     "trainer=fast_dev",
     "~callbacks.rich_progress_bar",
-    "derive=null",  # the tiny sizes above, not the ones the recipe would derive from the data
 ]
 
 
 def run(tmp_path, *overrides: str) -> dict:
     cfg = compose_config(
-        "train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", *TINY, *overrides]
+        # derive=null: the tiny sizes of TINY, not the ones the recipe would derive from the data
+        "train",
+        [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", *TINY, *overrides, "derive=null"],
     )
     return train(cfg)
 

@@ -16,8 +16,9 @@ config value. The rules (``DerivationRules``, the ``derive`` block of an experim
 - **callbacks.ema.decay**: ``1 − 1 / (ema_epochs × steps an epoch)``: the weight average spans
   about ``ema_epochs`` epochs whatever the number of steps an epoch (with a fixed decay a small
   dataset's average would lag many epochs behind).
-- **max_epochs**: enough epochs for ``scored_positions`` training targets in all, within
-  ``epochs_range`` (early stopping on validation usually ends the run sooner).
+- **max_epochs**: enough epochs for ``optimizer_steps`` steps in all, within ``epochs_range``
+  (early stopping on validation usually ends the run sooner): at one learning rate the runs
+  level off after a similar number of steps, whatever an epoch holds (Beauty after ~2,500 steps).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class DerivationRules:
     max_history_range: tuple[int, int] = (20, 200)
     steps_per_epoch: int = 150
     batch_size_range: tuple[int, int] = (32, 256)
-    scored_positions: int = 3_000_000
+    optimizer_steps: int = 4000
     epochs_range: tuple[int, int] = (10, 200)
     ema_epochs: float = 3.0
 
@@ -85,8 +86,8 @@ class DerivationRules:
         lo, hi = self.batch_size_range
         batch = int(min(max(2 ** round(math.log2(max(windows / self.steps_per_epoch, 1))), lo), hi))
         lo, hi = self.epochs_range
-        epochs = int(min(max(math.ceil(self.scored_positions / max(stats.n_train_targets, 1)), lo), hi))
         steps = math.ceil(windows / batch)
+        epochs = int(min(max(math.ceil(self.optimizer_steps / steps), lo), hi))
         return {
             "data.max_history": max_history,
             "data.batch_size": batch,
