@@ -135,3 +135,22 @@ def test_global_temporal_split_end_to_end(tmp_path):
     assert train["timestamp"].max() < val["timestamp"].min()
     assert val["timestamp"].max() < test["timestamp"].min()
     assert test["user_id"].is_unique and val["user_id"].is_unique
+
+
+def test_two_tower_full_prepares_with_hashing_text(tmp_path):
+    """The scale experiment's MiniLM settings live in a text_encoder option, so another encoder
+    replaces them whole (before, `precision` reached the hashing encoder and killed the run)."""
+
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=two_tower_full",
+            "text_encoder=hashing",
+            "data.preparer.source.generator.n_items=300",
+            "data.preparer.source.generator.n_users=200",
+            f"paths.root_dir={tmp_path}",
+        ],
+    )
+    dataset = hydra.utils.instantiate(cfg.data.preparer, progress=False).run()
+    assert dataset.manifest["config"]["text_encoder"]["type"] == "HashingTextEncoder"
+    assert dataset.text_embeddings().shape[1] == 256 and dataset.n_users > 0
