@@ -18,7 +18,7 @@ from recsys.evaluation.report import write_report
 from recsys.models.exported_nets import offset_override
 from recsys.models.two_tower_module import TwoTowerModule
 from recsys.utils.artifacts import checkpoint_file
-from recsys.utils.hydra_helpers import CONFIG_PATH
+from recsys.utils.hydra_helpers import CONFIG_PATH, exit_on_user_error
 from recsys.utils.trainer_setup import instantiate_trainer
 
 
@@ -53,6 +53,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

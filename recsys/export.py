@@ -15,7 +15,7 @@ from recsys.index.score_offsets import index_dim
 from recsys.models.exported_nets import exported_nets, offset_override
 from recsys.serving.bundle_writer import BundleParts, write_bundle
 from recsys.utils.artifacts import checkpoint_file
-from recsys.utils.hydra_helpers import CONFIG_PATH, print_summary
+from recsys.utils.hydra_helpers import CONFIG_PATH, exit_on_user_error, print_summary
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
@@ -44,6 +44,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from recsys.utils.hydra_helpers import CONFIG_PATH, print_summary, seed_everything
+from recsys.utils.hydra_helpers import CONFIG_PATH, exit_on_user_error, print_summary, seed_everything
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -26,6 +26,7 @@ def prepare(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="prepare")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     prepare(cfg)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from recsys.utils.hydra_helpers import CONFIG_PATH
+from recsys.utils.hydra_helpers import CONFIG_PATH, exit_on_user_error
 
 
 def serve(cfg: DictConfig) -> None:
@@ -49,6 +49,7 @@ def serve(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="serve")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     serve(cfg)
 

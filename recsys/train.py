@@ -14,7 +14,13 @@ from recsys.data.dataset import PreparedDataset
 from recsys.data.derived_settings import derive_settings
 from recsys.data.preparation import peak_rss_gib
 from recsys.evaluation.report import write_train_metrics
-from recsys.utils.hydra_helpers import CONFIG_PATH, command_line_keys, instantiate_list, optimized_value
+from recsys.utils.hydra_helpers import (
+    CONFIG_PATH,
+    command_line_keys,
+    exit_on_user_error,
+    instantiate_list,
+    optimized_value,
+)
 from recsys.utils.trainer_setup import fit_report, instantiate_trainer
 
 
@@ -69,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     return optimized_value(cfg, train(cfg))
 

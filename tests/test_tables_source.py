@@ -87,3 +87,50 @@ def test_own_tables_train_end_to_end(tmp_path):
     metrics = train(cfg)
     assert metrics["n_users"] == 60 and metrics["n_items"] == 40
     assert 0 <= metrics["retrieval/ndcg@10"] <= 1
+
+
+@pytest.mark.parametrize("content", ["", "u1,i1,1600000000\nu2,i2,1600000001\n"])
+def test_empty_or_headerless_table_is_an_error_naming_the_file(tmp_path, content):
+    _write_tables(tmp_path)
+    (tmp_path / "interactions.csv").write_text(content)
+    source = CanonicalTablesSource(str(tmp_path), "interactions.csv", "items.csv")
+    with pytest.raises(DataFormatError, match=r"interactions\.csv: (the file is empty|missing column)"):
+        list(source.iter_interactions())
+
+
+def test_user_errors_end_in_one_line_without_a_traceback(tmp_path):
+    """Bad data and a missing checkpoint: exit 2 with one `error:` line naming the file; with
+    HYDRA_FULL_ERROR=1 the traceback is there."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "interactions.csv").write_text("")
+    bad_data = [
+        "recsys.prepare",
+        "data=tables",
+        f"data.raw_dir={tmp_path / 'raw'}",
+        "data.preparer.source.interactions=interactions.csv",
+        "text_encoder=hashing",
+        f"paths.root_dir={tmp_path}",
+    ]
+    missing_ckpt = ["recsys.evaluate", f"ckpt_path={tmp_path / 'nowhere.ckpt'}", f"paths.root_dir={tmp_path}"]
+    for args, named in ((bad_data, "interactions.csv: the file is empty"), (missing_ckpt, "nowhere.ckpt")):
+        done = subprocess.run(
+            [sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        )
+        lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == 2 and len(lines) == 1 and named in lines[0], done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+    full = subprocess.run(
+        [sys.executable, "-m", *bad_data],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+    )
+    assert full.returncode != 0 and "Traceback" in full.stderr and "the file is empty" in full.stderr

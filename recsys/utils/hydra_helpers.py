@@ -81,3 +81,37 @@ def command_line_keys() -> set[str]:
         key = override.split("=", 1)[0].lstrip("+~")
         keys.add(key)
     return keys
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The user's mistake behind ``error`` (bad data, a bad config value, a missing file), following
+    the causes Hydra's instantiate wraps around it; None for anything else (a bug keeps its trace)."""
+    from hydra.errors import InstantiationException
+
+    from recsys.utils.artifacts import ManifestError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError | ValueError | ManifestError | InstantiationException):
+            return seen.__cause__ if isinstance(seen, InstantiationException) and seen.__cause__ else seen
+        seen = seen.__cause__
+    return None
+
+
+def exit_on_user_error(task):
+    """Entry points: a user error prints one line and exits 2 (``HYDRA_FULL_ERROR=1``: the traceback)."""
+    import functools
+    import sys
+
+    @functools.wraps(task)
+    def run(cfg):
+        try:
+            return task(cfg)
+        except Exception as error:
+            cause = _user_error(error)
+            if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {cause}", file=sys.stderr)
+            sys.exit(2)
+
+    return run

@@ -32,7 +32,14 @@ def read_table(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     if path.suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        try:
+            return pd.read_csv(
+                path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False
+            )
+        except pd.errors.EmptyDataError:
+            raise DataFormatError(
+                f"{path}: the file is empty (expected a header row, then one row per record)"
+            ) from None
     raise DataFormatError(f"{path}: expected a .parquet, .csv or .tsv file")
 
 
