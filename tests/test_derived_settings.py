@@ -24,15 +24,23 @@ def test_rules_by_hand():
         "callbacks.ema.decay": 0.998095,  # 1 − 1 / (3 epochs × ⌈22,363 / 128⌉ = 175 steps)
     }
     # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped;
-    # 102,000 / 256 -> 399 steps an epoch -> 4,000 steps in 11 epochs
+    # 102,000 / 256 -> 399 steps an epoch -> 4,000 steps in 11 epochs, but the softmax work
+    # (3.8M targets × 4,096 columns an epoch) allows 2: the lower bound, 10
     big = rules.apply(stats(n_users=102_000, n_items=434_206, n_train=3_800_000, length=480))
     assert big["model.num_global_negatives"] == 4096 and big["model.logq"] == "both"
     assert (
-        big["data.max_history"] == 200 and big["data.batch_size"] == 256 and big["trainer.max_epochs"] == 11
+        big["data.max_history"] == 200 and big["data.batch_size"] == 256 and big["trainer.max_epochs"] == 10
     )
     # ML-100K-like: few users -> the smallest batch, many epochs (943 / 32 -> 30 steps; 4,000 / 30 -> 134)
     small = rules.apply(stats(n_users=943, n_items=1_682, n_train=97_000, length=500))
     assert small["data.batch_size"] == 32 and small["trainer.max_epochs"] == 134
+
+
+def test_softmax_work_caps_the_epochs_of_a_large_file():
+    # Sports-like: 35,598 / 256 -> 140 steps, 4,000 / 140 -> 29 epochs; but 3.7e10 / (189,543 × 18,284)
+    # = 10.7 -> 10 epochs of softmax work
+    sports = DerivationRules().apply(stats(n_users=35_598, n_items=18_284, n_train=189_543))
+    assert sports["data.batch_size"] == 256 and sports["trainer.max_epochs"] == 10
 
 
 def test_windows_and_ema_from_the_users_lengths():

@@ -16,9 +16,11 @@ config value. The rules (``DerivationRules``, the ``derive`` block of an experim
 - **callbacks.ema.decay**: ``1 − 1 / (ema_epochs × steps an epoch)``: the weight average spans
   about ``ema_epochs`` epochs whatever the number of steps an epoch (with a fixed decay a small
   dataset's average would lag many epochs behind).
-- **max_epochs**: enough epochs for ``optimizer_steps`` steps in all, within ``epochs_range``
-  (early stopping on validation usually ends the run sooner): at one learning rate the runs
-  level off after a similar number of steps, whatever an epoch holds (Beauty after ~2,500 steps).
+- **max_epochs**: enough epochs for ``optimizer_steps`` steps in all (at one learning rate the
+  runs level off after a similar number of steps, whatever an epoch holds: Beauty after ~2,500),
+  but no more than ``softmax_work`` (training targets × softmax columns, summed over the run)
+  allows, so a large file's run stays within the time of a small one's; within ``epochs_range``
+  (early stopping on validation usually ends the run sooner).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class DerivationRules:
     steps_per_epoch: int = 150
     batch_size_range: tuple[int, int] = (32, 256)
     optimizer_steps: int = 4000
+    softmax_work: float = 3.7e10
     epochs_range: tuple[int, int] = (10, 200)
     ema_epochs: float = 3.0
 
@@ -87,7 +90,9 @@ class DerivationRules:
         batch = int(min(max(2 ** round(math.log2(max(windows / self.steps_per_epoch, 1))), lo), hi))
         lo, hi = self.epochs_range
         steps = math.ceil(windows / batch)
-        epochs = int(min(max(math.ceil(self.optimizer_steps / steps), lo), hi))
+        columns = stats.n_items if exact else self.sampled_negatives
+        by_work = self.softmax_work / max(stats.n_train_targets * columns, 1)
+        epochs = int(min(max(min(math.ceil(self.optimizer_steps / steps), math.floor(by_work)), lo), hi))
         return {
             "data.max_history": max_history,
             "data.batch_size": batch,
