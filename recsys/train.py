@@ -34,6 +34,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         overrides, derived = derive_settings(
             dataset, cfg.derive, command_line_keys(), lambda key: OmegaConf.select(cfg, key) is not None
         )
+        # the prepared data keeps its configured history cap: every entry point composing this data
+        # config (evaluate, export) then finds it current; the derived value is the training window
+        OmegaConf.update(cfg, "data.preparer.max_history", cfg.data.preparer.max_history, merge=False)
         for key, value in overrides.items():
             OmegaConf.update(cfg, key, value, merge=False)
         datamodule = hydra.utils.instantiate(cfg.data)

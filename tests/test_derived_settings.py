@@ -106,6 +106,9 @@ def test_train_derives_unless_given_on_the_command_line(tmp_path):
     assert metrics["derived/data.max_history"] == 20 and metrics["derived/model.num_global_negatives"] == -1
     assert "derived/data.batch_size" not in metrics and "derived/trainer.max_epochs" not in metrics
     assert metrics["epochs_done"] == 1 and metrics["text_used"] is False and metrics["exclude_seen"] is True
+    # the prepared data keeps the configured cap (evaluate and export compose the same data config)
+    manifest = json.loads((tmp_path / "data" / "processed" / "sequences" / "manifest.json").read_text())
+    assert manifest["config"]["max_history"] == 100
 
 
 def test_recipe_composes_its_rules():

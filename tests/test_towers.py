@@ -129,3 +129,21 @@ def test_rnn_all_position_outputs_are_exact_under_length_slices(cell):
     valid = torch.arange(9)[None, :] < lengths[:, None]
     torch.testing.assert_close(out[valid], reference[valid])
     torch.testing.assert_close(sliced(seq, lengths), reference[torch.arange(7), lengths - 1])
+
+
+def test_sasrec_reads_a_long_history_as_its_most_recent_items():
+    """Evaluation or serving may hand a longer history than the trained positions: the user vector
+    is the one of the most recent ``max_len`` items, row by row."""
+    import torch
+
+    from recsys.models.user_tower import SASRecEncoder
+
+    torch.manual_seed(0)
+    encoder = SASRecEncoder(8, max_len=4, num_layers=1, num_heads=2, dropout=0.0).eval()
+    seq = torch.randn(2, 7, 8)
+    lengths = torch.tensor([7, 3])
+    out = encoder(seq, lengths)
+    assert torch.allclose(out[0], encoder(seq[:1, 3:7], torch.tensor([4]))[0], atol=1e-6)
+    assert torch.allclose(out[1], encoder(seq[1:, :3], torch.tensor([3]))[0], atol=1e-6)
+    with pytest.raises(ValueError, match="exceeds SASRec max_len=4"):
+        encoder.forward_all(seq, lengths)  # training windows must fit the positions

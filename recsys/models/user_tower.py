@@ -149,7 +149,15 @@ class SASRecEncoder(nn.Module):
         return self.norm(self.encoder(x, mask=causal, src_key_padding_mask=padding))
 
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        last = (lengths.clamp(min=1) - 1).long().to(seq.device)
+        """The output after each row's last item; a history longer than ``max_len`` is read as its
+        most recent ``max_len`` items (what the positions were trained on)."""
+        lengths = lengths.to(seq.device)
+        if seq.shape[1] > self.max_len:
+            start = (lengths - self.max_len).clamp(min=0)
+            keep = start[:, None] + torch.arange(self.max_len, device=seq.device)[None, :]
+            seq = seq.gather(1, keep.clamp(max=seq.shape[1] - 1)[..., None].expand(-1, -1, seq.shape[-1]))
+            lengths = lengths.clamp(max=self.max_len)
+        last = (lengths.clamp(min=1) - 1).long()
         return self.forward_all(seq, lengths)[torch.arange(seq.shape[0], device=seq.device), last]
 
 
