@@ -132,8 +132,9 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
     return path
 
 
-def parse_published(path: Path) -> dict[str, dict[str, tuple[float, float] | str]]:
-    """Row name -> column -> (recall@10, ndcg@10), from PUBLISHED.md's table; {} when absent."""
+def parse_published(path: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Row name -> column -> every (recall@10, ndcg@10) in the cell, from PUBLISHED.md's table;
+    {} when absent."""
     if not path.is_file():
         return {}
     lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
@@ -143,9 +144,9 @@ def parse_published(path: Path) -> dict[str, dict[str, tuple[float, float] | str
         cells = [c.strip() for c in line.strip("|").split("|")]
         row = {}
         for column, cell in zip(header[1:], cells[1:], strict=False):
-            pair = re.search(r"(\d\.\d+)\s*/\s*(\d\.\d+)", cell)
-            if pair:
-                row[column] = (float(pair.group(1)), float(pair.group(2)))
+            pairs = re.findall(r"(\d\.\d+)\s*/\s*(\d\.\d+)", cell)
+            if pairs:
+                row[column] = [(float(r), float(n)) for r, n in pairs]
         rows[cells[0]] = row
     return rows
 
@@ -188,7 +189,7 @@ def render_table(by_dataset: dict[str, list[dict]], published: dict) -> str:
         lines.append(
             f"| {name} | {', '.join(str(r['seed']) for r in runs)} | {_mean_sd(col('val', 'ndcg@10'))} "
             f"| {_mean_sd(col('val', 'recall@10'))} | {_mean_sd(test)} | {_mean_sd(col('test', 'recall@10'))} "
-            f"| {_mean_sd(everyone)} | {_mean_sd(pop)} | {ratio:.1f}× | {target if target else '—'} "
+            f"| {_mean_sd(everyone)} | {_mean_sd(pop)} | {ratio:.1f}× | {f'{target:.4f}' if target else '—'} "
             f"| {max(r['wall_s'] for r in runs):.0f} | {max(r['peak_rss_gib'] or 0 for r in runs):.2f} "
             f"| {', '.join(str(r['epochs_done']) for r in runs)} |"
         )
@@ -206,12 +207,14 @@ def render_table(by_dataset: dict[str, list[dict]], published: dict) -> str:
                 f"{statistics.mean(r['test']['recall@10'] * f for r, f in zip(runs, share, strict=True)):.4f} / "
                 f"{statistics.mean(r['test']['ndcg@10'] * f for r, f in zip(runs, share, strict=True)):.4f}"
             )
-            cells = [f"{pub[c][0]:.4f} / {pub[c][1]:.4f}" if c in pub else "—" for c in columns]
+            cells = [
+                " ; ".join(f"{r:.4f} / {n:.4f}" for r, n in pub[c]) if c in pub else "—" for c in columns
+            ]
             body.append(f"| {name} | {ours} | " + " | ".join(cells) + " |")
         out.append(
             "Published full-ranking figures (HR@10 = recall@10 / NDCG@10, from "
-            '`../shared/data/s3rec/PUBLISHED.md`; the "best found" column is the first model of that '
-            "cell, selected on test by its authors):\n\n" + "\n".join(body)
+            '`../shared/data/s3rec/PUBLISHED.md`, each cell\'s models in its order; "best found" figures '
+            "were selected on test by their authors):\n\n" + "\n".join(body)
         )
     return "\n\n".join(out)
 
