@@ -22,6 +22,8 @@ def test_rules_by_hand():
         "model.logq": "none",
         "trainer.max_epochs": 23,
         "callbacks.ema.decay": 0.998095,  # 1 − 1 / (3 epochs × ⌈22,363 / 128⌉ = 175 steps)
+        "model.lr_patience": 2,  # ⌈300 / 175⌉
+        "callbacks.early_stopping.patience": 5,  # ⌈750 / 175⌉
     }
     # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped;
     # 102,000 / 256 -> 399 steps an epoch -> 4,000 steps in 11 epochs, but the softmax work
@@ -52,6 +54,7 @@ def test_windows_and_ema_from_the_users_lengths():
     derived = DerivationRules().apply(ml)
     assert derived["data.max_history"] == 200 and derived["data.batch_size"] == 32
     assert derived["callbacks.ema.decay"] == round(1 - 1 / (3 * 59), 6)
+    assert derived["model.lr_patience"] == 6 and derived["callbacks.early_stopping.patience"] == 13
 
 
 @pytest.mark.parametrize(("length", "window"), [(3, 20), (20, 20), (21, 30), (199, 200), (5000, 200)])

@@ -16,6 +16,11 @@ config value. The rules (``DerivationRules``, the ``derive`` block of an experim
 - **callbacks.ema.decay**: ``1 − 1 / (ema_epochs × steps an epoch)``: the weight average spans
   about ``ema_epochs`` epochs whatever the number of steps an epoch (with a fixed decay a small
   dataset's average would lag many epochs behind).
+- **model.lr_patience** and **callbacks.early_stopping.patience** (epochs without a better
+  validation score before the rate halves / the run stops): ``lr_patience_steps`` and
+  ``early_stopping_steps`` steps' worth of epochs. In epochs, a patience means a few dozen steps on
+  a small dataset, where validation is also the noisiest: there it halved the rate and stopped
+  runs on noise (ML-100K: stopped at epoch 33 of 35-step epochs, still rising).
 - **max_epochs**: enough epochs for ``optimizer_steps`` steps in all (at one learning rate the
   runs level off after a similar number of steps, whatever an epoch holds: Beauty after ~2,500),
   but no more than ``softmax_work`` (training targets × softmax columns, summed over the run)
@@ -79,6 +84,8 @@ class DerivationRules:
     softmax_work: float = 3.7e10
     epochs_range: tuple[int, int] = (10, 200)
     ema_epochs: float = 3.0
+    lr_patience_steps: int = 300
+    early_stopping_steps: int = 750
 
     def apply(self, stats: DatasetStats) -> dict[str, Any]:
         """Dotted config keys -> values."""
@@ -100,6 +107,8 @@ class DerivationRules:
             "model.logq": "none" if exact else "both",
             "trainer.max_epochs": epochs,
             "callbacks.ema.decay": round(1.0 - 1.0 / (self.ema_epochs * steps), 6),
+            "model.lr_patience": math.ceil(self.lr_patience_steps / steps),
+            "callbacks.early_stopping.patience": math.ceil(self.early_stopping_steps / steps),
         }
 
 
