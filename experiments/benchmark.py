@@ -88,6 +88,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     print(f"[benchmark] {name} seed {seed}: {command}", flush=True)
+    commit = git_commit()  # the code the run starts from (edits during the run do not count)
     t0 = time.perf_counter()
     log = out.parent / f"seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
         "peak_rss_gib": metrics.get("peak_rss_gib"),
         "threads": args.threads,
         "cpu": cpu_info(),
-        "commit": git_commit(),
+        "commit": commit,
         "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     path = result_path(REPO / args.results, name, seed)
