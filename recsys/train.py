@@ -39,8 +39,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.update(cfg, "data.preparer.max_history", cfg.data.preparer.max_history, merge=False)
         for key, value in overrides.items():
             OmegaConf.update(cfg, key, value, merge=False)
-        datamodule = hydra.utils.instantiate(cfg.data)
-        datamodule.prepare_data()  # again only if a derived value changed the prepared layout
+        datamodule = hydra.utils.instantiate(cfg.data)  # the prepared data is current (cap unchanged)
     # shapes only the data knows (e.g. the retrieval model's dim for a ranker)
     inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}
     dataset_dir = str(Path(datamodule.processed_dir).resolve())  # checkpoints work from any cwd
