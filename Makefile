@@ -40,7 +40,7 @@ format: ## Ruff autofix + format
 	$(PYTHON) -m ruff check --fix recsys tests experiments
 	$(PYTHON) -m ruff format recsys tests experiments
 
-prepare: ensure-installed ## Prepare a dataset: make prepare DATA=synthetic|movielens_100k|amazon_movies_tv ARGS="..."
+prepare: ensure-installed ## Prepare a dataset: make prepare DATA=synthetic|movielens_100k|amazon|amazon_movies_tv ARGS="..."
 	$(PYTHON) -m recsys.prepare data=$(DATA) $(ARGS)
 
 train: ensure-installed ## Train: make train ARGS="experiment=two_tower data=synthetic"

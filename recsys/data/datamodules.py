@@ -228,6 +228,7 @@ class SequenceDataModule(BatchedSplits):
         window_stride: int | None = None,
         exclude_seen: bool = True,
         group_by_length: bool = False,
+        format: str | None = None,
     ):
         super().__init__()
         if objective not in OBJECTIVES:
@@ -244,6 +245,7 @@ class SequenceDataModule(BatchedSplits):
         self.group_by_length = group_by_length  # training batches of similar lengths (LengthGroupedBatches)
         self.seed = seed
         self.name = name
+        self.format = format  # the raw files' release (data=amazon), read by the preparer's source
         self.dataset: PreparedDataset | None = None
         self.splits: dict[str, RaggedRows] = {}
 

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,14 @@ class DatasetPreparer:
             **({"cold_items": _describe(self.cold_items)} if self.cold_items is not None else {}),
         }
 
+    def row_filters(self) -> InteractionFilters:
+        """The filters as they apply to this source: a verified-purchase rule is skipped (and the
+        manifest says so) for a source without the flag (Amazon 2014). Asked once reading began,
+        when the source knows its format."""
+        if self.filters.require_verified and not getattr(self.source, "has_verified", True):
+            return replace(self.filters, require_verified=False)
+        return self.filters
+
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()
 
@@ -159,7 +167,7 @@ class DatasetPreparer:
         users, items = IdEncoder(), IdEncoder()
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for block in self.source.iter_interactions():
-            block = self.filters.apply_row_filters(block, stats)
+            block = self.row_filters().apply_row_filters(block, stats)
             if len(block):
                 parts.append(
                     (
@@ -293,6 +301,8 @@ class DatasetPreparer:
             "n_interactions": len(s_items),
             "n_rows": {name: table.num_rows for name, table in splits.items()},
             "filter_stats": {**dict(sorted(stats.items())), **dict(sorted(self.source.stats.items()))},
+            **self._filters_report(),
+            **({"source_info": dict(self.source.info)} if hasattr(self.source, "info") else {}),
             # the resolved precision (text_encoder.precision=auto picks bf16 only where native)
             "text_embeddings": {
                 "dim": int(emb.shape[1]),
@@ -310,6 +320,16 @@ class DatasetPreparer:
         log.info("prepared %s in %.1fs", self.processed_dir, time.perf_counter() - t0)
         return dataset
 
+    def _filters_report(self) -> dict[str, Any]:
+        """The filters as applied, and any the source could not honour (with why)."""
+        applied = self.row_filters()
+        skipped = {
+            name: "the source has no verified-purchase flag"
+            for name in ("require_verified",)
+            if getattr(self.filters, name) != getattr(applied, name)
+        }
+        return {"filters_applied": _describe(applied), **({"filters_skipped": skipped} if skipped else {})}
+
     def _catalog(
         self, item_ids: np.ndarray, s_items: np.ndarray, role: np.ndarray, stats: Counter
     ) -> pd.DataFrame:
@@ -324,6 +344,7 @@ class DatasetPreparer:
         interacted = item_ids[np.unique(s_items)]
         missing_meta = pd.Index(interacted).difference(pd.Index(meta["item_id"]))
         stats["interacted_items_without_metadata"] = len(missing_meta)
+        stats["interacted_items_with_metadata"] = len(interacted) - len(missing_meta)
         trained = pd.Index(item_ids[np.unique(s_items[role == TRAIN])])
         untrained = missing_meta.difference(trained)
         stats["dropped_items_without_metadata_or_training"] = len(untrained)

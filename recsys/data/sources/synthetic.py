@@ -24,6 +24,7 @@ class SyntheticAmazonSource(AmazonReviewsSource):
     name: str = "synthetic"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.generator, SyntheticConfig):  # a dict or Hydra DictConfig
             self.generator = SyntheticConfig(**dict(self.generator))
 
