@@ -65,6 +65,10 @@ def test_ranks_and_topk_match_bruteforce(case, chunk):
         assert res.topk[u_].tolist() == tops[u_][:10].tolist()
         excluded = set(seen.indices[seen.indptr[u_] : seen.indptr[u_ + 1]].tolist())
         assert not excluded & set(res.topk[u_].tolist())  # seen items never recommended
+    ranks_only = rank_full_catalog(
+        lambda idx: u @ it[idx].T, torch.from_numpy(targets), N_ITEMS, rows, seen_items, 0, chunk
+    )
+    assert ranks_only.ranks.tolist() == ranks.tolist() and ranks_only.topk.shape == (N_USERS, 0)
 
 
 def test_metric_values_match_formulas_and_torchmetrics(case):

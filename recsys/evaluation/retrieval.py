@@ -44,7 +44,8 @@ def rank_full_catalog(
     """Rank every catalog item (item_idx 2 .. n_catalog + 1) for a batch of users.
 
     Seen items never count as outranking the target and never enter the top-K; the target
-    itself is excluded from the comparison. Memory is O(B × (chunk_size + k_max)).
+    itself is excluded from the comparison. Memory is O(B × (chunk_size + k_max)). ``k_max=0``:
+    ranks only (the top-K lists are empty).
     """
     device = targets.device
     batch = targets.shape[0]
@@ -71,6 +72,8 @@ def rank_full_catalog(
         scores[rows, cols] = float("-inf")  # the target does not outrank itself
         ranks += (scores >= target_scores[:, None]).sum(dim=1)
         scores[rows, cols] = own
+        if k_max == 0:  # ranks only (validation): no top-K lists to keep
+            continue
         k = min(k_max, hi - lo)
         chunk_scores, chunk_pos = scores.topk(k, dim=1)
         merged_scores = torch.cat([top_scores, chunk_scores], dim=1)

@@ -356,7 +356,7 @@ class TwoTowerModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         with self._fp32():
             seen = self._seen_pairs(batch, "val")
-            result = self._rank(self._model_scores(batch), batch, seen, max(self.val_metrics.ks))
+            result = self._rank(self._model_scores(batch), batch, seen, 0)  # val metrics read ranks only
         self.val_metrics.update(result.ranks, batch["target"])
 
     def on_validation_epoch_end(self) -> None:
