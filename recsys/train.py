@@ -14,6 +14,7 @@ from recsys.data.dataset import PreparedDataset
 from recsys.data.derived_settings import derive_settings
 from recsys.data.preparation import peak_rss_gib
 from recsys.evaluation.report import write_train_metrics
+from recsys.tuning.pruning import pruning_callbacks
 from recsys.utils.hydra_helpers import (
     CONFIG_PATH,
     command_line_keys,
@@ -46,7 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = hydra.utils.instantiate(cfg.model, dataset_dir=dataset_dir, **inputs)
     trainer: L.Trainer = instantiate_trainer(
         cfg.trainer,
-        callbacks=instantiate_list(cfg.get("callbacks")),
+        callbacks=instantiate_list(cfg.get("callbacks")) + pruning_callbacks(cfg.get("optuna_trial")),
         logger=instantiate_list(cfg.get("logger")),
     )
     started = time.perf_counter()

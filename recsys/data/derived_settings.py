@@ -123,8 +123,11 @@ def derive_settings(
     exists: Callable[[str], bool] = lambda key: True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(overrides, report): the derived values and the statistics they came from. Keys in
-    ``keep`` (set on the command line) are not derived: a value the user gives wins; keys for
+    ``keep`` (set on the command line) and in the rules' own ``keep`` list (values an experiment
+    states, e.g. a tuned one) are not derived: a value the user gives wins; keys for
     which ``exists`` is false (e.g. a callback the run removed) are left out."""
+    rules = dict(rules)
+    keep = set(keep) | set(rules.pop("keep", None) or ())  # e.g. a tuned experiment's own values
     rules_ = DerivationRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in rules.items()})
     stats = dataset_stats(dataset, rules_.length_quantile)
     overrides = {k: v for k, v in rules_.apply(stats).items() if k not in keep and exists(k)}

@@ -62,12 +62,17 @@ def checkpoint_file(path: str | None, key: str, task: str) -> Path:
     return file
 
 
-def write_json_atomic(path: str | Path, payload: Any) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` under a temporary name and rename it: readers see the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 @contextlib.contextmanager
