@@ -14,8 +14,7 @@ def stats(n_users=22_363, n_items=12_068, n_train=131_413, length=23) -> Dataset
 
 def test_rules_by_hand():
     rules = DerivationRules()
-    # Beauty-like: length 23 -> 30; 22,363 / 150 = 149 -> 128; 4,000 / 175 steps -> 23 epochs, whose
-    # exact softmax (131,413 × 12,068 × 23 = 3.65e10) fits the work budget 3.7e10 -> exact
+    # Beauty-like: 12K items -> exact; length 23 -> 30; 22,363 / 150 = 149 -> 128; 4,000 / 175 steps -> 23
     assert rules.apply(stats()) == {
         "data.max_history": 30,
         "data.batch_size": 128,
@@ -26,11 +25,11 @@ def test_rules_by_hand():
         "model.lr_patience": 2,  # ⌈300 / 175⌉
         "callbacks.early_stopping.patience": 5,  # ⌈750 / 175⌉
     }
-    # the reference scale: 434K items -> 2,048 sampled negatives with logQ; long histories capped;
+    # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped;
     # 102,000 / 256 -> 399 steps an epoch -> 4,000 steps in 11 epochs, but the softmax work
-    # (3.8M targets × 2,048 columns an epoch) allows 4: the lower bound, 10
+    # (3.8M targets × 4,096 columns an epoch) allows 2: the lower bound, 10
     big = rules.apply(stats(n_users=102_000, n_items=434_206, n_train=3_800_000, length=480))
-    assert big["model.num_global_negatives"] == 2048 and big["model.logq"] == "both"
+    assert big["model.num_global_negatives"] == 4096 and big["model.logq"] == "both"
     assert (
         big["data.max_history"] == 200 and big["data.batch_size"] == 256 and big["trainer.max_epochs"] == 10
     )
@@ -39,19 +38,11 @@ def test_rules_by_hand():
     assert small["data.batch_size"] == 32 and small["trainer.max_epochs"] == 134
 
 
-def test_softmax_work_samples_negatives_where_the_exact_one_does_not_fit():
-    # Sports-like: 35,598 / 256 -> 140 steps, 4,000 / 140 -> 29 epochs; their exact softmax
-    # (189,543 × 18,284 × 29 = 1.0e11) exceeds 3.7e10 -> 2,048 sampled columns, which allow
-    # 3.7e10 / (189,543 × 2,048) = 95 epochs: the step budget's 29 stand
+def test_softmax_work_caps_the_epochs_of_a_large_file():
+    # Sports-like: 35,598 / 256 -> 140 steps, 4,000 / 140 -> 29 epochs; but 3.7e10 / (189,543 × 18,284)
+    # = 10.7 -> 10 epochs of softmax work
     sports = DerivationRules().apply(stats(n_users=35_598, n_items=18_284, n_train=189_543))
-    assert sports["data.batch_size"] == 256 and sports["trainer.max_epochs"] == 29
-    assert sports["model.num_global_negatives"] == 2048 and sports["model.logq"] == "both"
-    # Toys-like: 26 epochs × 109,361 × 11,876 = 3.4e10 fits -> exact, the step budget's epochs
-    toys = DerivationRules().apply(stats(n_users=19_412, n_items=11_876, n_train=109_361))
-    assert toys["model.num_global_negatives"] == -1 and toys["model.logq"] == "none"
-    # the same file with a budget just below its exact work samples instead
-    tight = DerivationRules(softmax_work=3.3e10).apply(stats(n_users=19_412, n_items=11_876, n_train=109_361))
-    assert tight["model.num_global_negatives"] == 2048
+    assert sports["data.batch_size"] == 256 and sports["trainer.max_epochs"] == 10
 
 
 def test_windows_and_ema_from_the_users_lengths():
@@ -128,4 +119,4 @@ def test_recipe_composes_its_rules():
     rules = DerivationRules(
         **{k: tuple(v) if not isinstance(v, int | float) else v for k, v in cfg.derive.items()}
     )
-    assert rules.sampled_negatives == 2048 and rules.max_history_range == (20, 200)
+    assert rules.exact_softmax_max_items == 100_000 and rules.max_history_range == (20, 200)

@@ -63,10 +63,11 @@ class OptunaSweeper(Sweeper):
             raise ValueError(
                 "hydra.sweeper.search_space is empty: nothing to search (see configs/hparams_search)"
             )
-        sampler = hydra.utils.instantiate(conf.get("sampler")) if conf.get("sampler") else None
         pruner_conf = OmegaConf.to_container(conf["pruner"], resolve=True) if conf.get("pruner") else None
         pruner = hydra.utils.instantiate(pruner_conf) if pruner_conf else None
-        study = open_study(conf["study_name"], storage, conf["direction"], sampler, pruner)
+        study = open_study(conf["study_name"], storage, conf["direction"], None, pruner)
+        study.sampler = self._sampler(len(study.trials))
+        self.job_idx = len(study.trials)  # job directories continue the numbering: a resume overwrites none
         metric = conf["metric"]
         group_names = set(OmegaConf.to_container(self.config.hydra.runtime.choices).keys())
         groups, values = parse_overrides(arguments, group_names)
@@ -118,6 +119,19 @@ class OptunaSweeper(Sweeper):
         if best_is_finite(study):
             self._write_results(study, metric, groups, values, sweep_dir, tuned_experiment)
         return returns
+
+    def _sampler(self, trials_so_far: int) -> Any:
+        """The configured sampler; its seed moves on by the trials the study already holds, so a
+        resumed (or second) sweep does not propose the first run's trials again."""
+        import hydra
+
+        node = self.conf.get("sampler")
+        if not node:
+            return None
+        node = OmegaConf.to_container(node, resolve=True)
+        if node.get("seed") is not None:
+            node["seed"] = int(node["seed"]) + trials_so_far
+        return hydra.utils.instantiate(node)
 
     def _write_results(self, study, metric, groups, values, sweep_dir, tuned_experiment) -> None:
         from recsys.utils.artifacts import write_text_atomic

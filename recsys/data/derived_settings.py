@@ -5,12 +5,9 @@ users. The few values that have to follow the data are computed from the prepare
 statistics, logged, and stored in ``metrics.json`` (``derived/*``); everything else is a fixed
 config value. The rules (``DerivationRules``, the ``derive`` block of an experiment):
 
-- **softmax**: the whole catalog (exact softmax at every position, like SASRec's CE) when that
-  softmax over the epochs the step budget asks for (below) fits ``softmax_work`` (training targets ×
-  catalog × epochs); otherwise ``sampled_negatives`` shared uniform samples (plus the batch's
-  targets) with the logQ correction. On Sports (18K items) 2,048 samples learn as fast an epoch as
-  the whole catalog at a quarter of the step time (experiments/log/benchmark.md); at 434K items an
-  exact softmax does not fit a CPU step at all.
+- **softmax**: the whole catalog (exact softmax at every position, like SASRec's CE) when it has at
+  most ``exact_softmax_max_items`` items; above that ``sampled_negatives`` shared uniform samples
+  with the logQ correction (an exact softmax over 434K items does not fit a CPU step).
 - **max_history** (window and SASRec positions): the ``length_quantile`` quantile of the users'
   training-sequence lengths, rounded up to a multiple of 10, within ``max_history_range``: long
   enough for almost every user, no longer (padding is wasted work).
@@ -77,7 +74,8 @@ def dataset_stats(dataset: PreparedDataset, length_quantile: float) -> DatasetSt
 
 @dataclass(frozen=True)
 class DerivationRules:
-    sampled_negatives: int = 2048
+    exact_softmax_max_items: int = 100_000
+    sampled_negatives: int = 4096
     length_quantile: float = 0.99
     max_history_range: tuple[int, int] = (20, 200)
     steps_per_epoch: int = 150
@@ -93,17 +91,15 @@ class DerivationRules:
         """Dotted config keys -> values."""
         lo, hi = self.max_history_range
         max_history = int(min(max(10 * math.ceil(stats.sequence_length_quantile / 10), lo), hi))
+        exact = stats.n_items <= self.exact_softmax_max_items
         windows = max(stats.windows(max_history), 1)
         lo, hi = self.batch_size_range
         batch = int(min(max(2 ** round(math.log2(max(windows / self.steps_per_epoch, 1))), lo), hi))
         lo, hi = self.epochs_range
         steps = math.ceil(windows / batch)
-        by_steps = math.ceil(self.optimizer_steps / steps)
-        wanted = min(max(by_steps, lo), hi)
-        exact = stats.n_train_targets * stats.n_items * wanted <= self.softmax_work
         columns = stats.n_items if exact else self.sampled_negatives
         by_work = self.softmax_work / max(stats.n_train_targets * columns, 1)
-        epochs = int(min(max(min(by_steps, math.floor(by_work)), lo), hi))
+        epochs = int(min(max(min(math.ceil(self.optimizer_steps / steps), math.floor(by_work)), lo), hi))
         return {
             "data.max_history": max_history,
             "data.batch_size": batch,
