@@ -10,6 +10,27 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 REPO = RESULTS.parents[1]
+LOG = RESULTS.parent / "log"
+# which topic log under experiments/log/ each script's records go to (experiments/RESULTS.md indexes them)
+SCRIPT_TOPICS = {
+    "study_ml100k": "two_tower_ml100k",
+    "study_ablation": "two_tower_ml100k",
+    "bench_two_tower": "two_tower_ml100k",
+    "study_ranker": "ranker",
+    "study_cold_items": "cold_items",
+    "sweep_cold_offset": "cold_items",
+    "bench_serving": "serving",
+    "probe_serving_graph": "serving",
+    "check_serving_split": "serving",
+    "bench_index": "index",
+    "bench_hnsw_ef": "index",
+    "bench_prepare": "scale",
+    "bench_scale": "scale",
+    "bench_objective_scale": "scale",
+    "bench_static_text": "scale",
+    "probe_precision": "scale",
+    "check_gpu": "scale",
+}
 STUDIES = "logs/studies"  # the study scripts' default workdirs: in the repository (gitignored)
 
 
@@ -89,22 +110,24 @@ def reprepare(overrides: list[str], ckpt: str, cwd: Path) -> None:
 
 
 def report(title: str, body: str, record: bool = True) -> None:
-    """Print ``body`` and append it to RESULTS.md under ``title`` with the command that ran."""
+    """Print ``body`` and append it, under ``title`` with the command that ran, to the script's
+    topic log (``SCRIPT_TOPICS``)."""
     import shlex
 
     print(body)
     if record:
-        script = Path(sys.argv[0]).resolve().relative_to(RESULTS.parent.parent)
+        script = Path(sys.argv[0]).resolve().relative_to(REPO)
         command = " ".join(["python", str(script), *(shlex.quote(a) for a in sys.argv[1:])])
-        append_results(title, command, body)
+        append_results(title, command, body, SCRIPT_TOPICS.get(script.stem, "misc"))
 
 
-def append_results(title: str, command: str, body: str) -> None:
+def append_results(title: str, command: str, body: str, topic: str = "misc") -> Path:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = f"\n## {title} ({stamp})\n\nCommand: `{command}`\n\n{body.rstrip()}\n"
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# Recorded results\n\nEvery figure below was printed by the command shown above it.\n"
-        )
-    with RESULTS.open("a") as fh:
+    path = LOG / f"{topic}.md"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# {topic}\n\nEvery figure below was printed by the command shown above it.\n")
+    with path.open("a") as fh:
         fh.write(text)
+    return path

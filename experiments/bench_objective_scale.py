@@ -5,7 +5,7 @@
 2. The same experiment with `model.objective=last_position` (1,024 prefix rows a step, the
    pre-issue-14 recipe) trains for the same T (`trainer.max_time`), so it stops by the clock.
 3. Both test on the same users (the first ``--test-batches`` × 256 test rows: the full-catalog
-   pass over all 101K users costs ~8 min per model) and the figures are appended to RESULTS.md.
+   pass over all 101K users costs ~8 min per model) and the figures are appended to its topic log under experiments/log/.
 
 Text comes from `text_encoder=hashing` by default: MiniLM for 434K items is an hour of
 prepare on 2 cores (fp32), and both objectives read the same embeddings either way.
@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workdir", default="/tmp/recsys-objective-scale")
+    parser.add_argument("--workdir", default="logs/recsys-objective-scale")
     parser.add_argument("--text", default="hashing")
     parser.add_argument("--test-batches", type=int, default=40)
     parser.add_argument(

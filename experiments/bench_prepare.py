@@ -2,9 +2,9 @@
 
 Each stage runs in its own process so its peak RSS is its own. Text embeddings use the
 hashing encoder here (ingestion is what is measured; transformer encoding throughput is a
-separate benchmark). Results are printed and appended to experiments/RESULTS.md.
+separate benchmark). Results are printed and appended to its topic log under experiments/log/.
 
-    python experiments/bench_prepare.py [--workdir /tmp/recsys-bench] [--amazon-reviews 2000000]
+    python experiments/bench_prepare.py [--workdir logs/recsys-bench] [--amazon-reviews 2000000]
 """
 
 from __future__ import annotations
@@ -115,13 +115,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workdir", default="/tmp/recsys-bench")
+    parser.add_argument("--workdir", default="logs/recsys-bench")
     parser.add_argument(
         "--amazon-reviews",
         default="1000000,2000000",
         help="sizes of Amazon-format files to ingest (two or more give a memory slope)",
     )
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to the topic log")
     parser.add_argument("--stage", choices=["generate", "prepare"], help=argparse.SUPPRESS)
     parser.add_argument("--raw-dir", help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", help=argparse.SUPPRESS)

@@ -8,7 +8,7 @@ for a bounded time → full-catalog test evaluation of every user → export wit
 benchmark. Finished stages are kept in ``<workdir>/stages.json``: a rerun skips them (``--redo``
 to run again), so an interrupted run continues.
 
-    python experiments/bench_scale.py [--workdir /tmp/recsys-scale] [--train-minutes 10]
+    python experiments/bench_scale.py [--workdir logs/recsys-scale] [--train-minutes 10]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def last_json(log: Path) -> dict:
 def compose_train(workdir: Path, overrides: list[str]):
     from tests.conftest import compose_config
 
-    return compose_config("train", [*overrides, f"paths.root_dir={workdir}", "paths.output_dir=/tmp/unused"])
+    return compose_config("train", [*overrides, f"paths.root_dir={workdir}", "paths.output_dir=logs/unused"])
 
 
 def child_prepare(workdir: Path, overrides: list[str]) -> None:
@@ -178,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workdir", default="/tmp/recsys-scale")
+    parser.add_argument("--workdir", default="logs/recsys-scale")
     parser.add_argument("--train-minutes", type=int, default=10)
     parser.add_argument("--encode-sample", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=12)

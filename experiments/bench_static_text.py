@@ -7,7 +7,7 @@
 3. Optionally (``--prepare-root``) time a whole ``recsys.prepare`` with ``text_encoder=static``.
 
     python experiments/bench_static_text.py --items /path/to/processed/synthetic_full/items.parquet \
-        [--sample 2000] [--prepare-root /tmp/recsys-objective-scale --prepare-data synthetic_full]
+        [--sample 2000] [--prepare-root logs/recsys-objective-scale --prepare-data synthetic_full]
 """
 
 from __future__ import annotations

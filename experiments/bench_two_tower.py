@@ -53,7 +53,7 @@ def main() -> None:
                 f"data.batch_size={args.batch}",
                 f"data.max_history={args.history}",
                 f"model.num_global_negatives={args.negatives}",
-                "paths.output_dir=/tmp/recsys-bench-tt",
+                "paths.output_dir=logs/recsys-bench-tt",
                 f"model.compile={str(compiled).lower()}",
             ],
         )

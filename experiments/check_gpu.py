@@ -2,7 +2,7 @@
 gradients) with bf16, `trainer=ddp` (NCCL), the ranker, and full-catalog evaluation on the GPU
 against the same checkpoint evaluated on the CPU.
 
-    python experiments/check_gpu.py [--workdir /tmp/recsys-gpu] [--epochs 3]
+    python experiments/check_gpu.py [--workdir logs/recsys-gpu] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def run(module: str, out: Path, *overrides: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workdir", default="/tmp/recsys-gpu")
+    parser.add_argument("--workdir", default="logs/recsys-gpu")
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     root = Path(args.workdir)

@@ -108,7 +108,7 @@ def main() -> None:
         Path(args.out).write_text(body)
     if not args.no_record:
         script = "python experiments/study_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        append_results("ML-100K ablations, 3 seeds (issue 7)", script, body)
+        append_results("ML-100K ablations, 3 seeds (issue 7)", script, body, "two_tower_ml100k")
 
 
 if __name__ == "__main__":

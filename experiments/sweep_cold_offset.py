@@ -7,7 +7,7 @@ cannot pick b where it holds no cold targets (synthetic's fresh releases are tes
 b is a product choice, how much of a list new items may take, and this table is what it costs.
 
     python experiments/sweep_cold_offset.py --seeds 42,43,44 \
-        --checkpoints /tmp/recsys-study-offset/synthetic/catalog_seed4{2,3,4}/checkpoints/epoch_*.ckpt
+        --checkpoints logs/recsys-study-offset/synthetic/catalog_seed4{2,3,4}/checkpoints/epoch_*.ckpt
 
 Each checkpoint is evaluated with the seed it was trained with (`--seeds`, in the same order):
 synthetic data is generated per seed, so the evaluation prepares that seed's dataset again.

@@ -4,7 +4,7 @@ The ranker's strongest features (popularity, transitions) are interaction counts
 none of, and most cold candidates are not the target, so it learns to move cold items down. With
 ``cold_candidates="keep"`` a cold candidate stays at the position retrieval gave it and the ranker
 orders the warm candidates around it: the two-stage list then holds the cold items retrieval
-found, where it found them. Measured on the ML-100K cold split (experiments/RESULTS.md, issue 15)
+found, where it found them. Measured on the ML-100K cold split (experiments/log/cold_items.md, issue 15)
 that keeps cold-target recall@10 at retrieval's but costs overall ndcg@10, so the default is
 ``"rank"`` (the ranker orders every candidate) and ``"keep"`` is there for catalogs where new
 items must surface.

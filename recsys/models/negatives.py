@@ -17,7 +17,7 @@ def negative_pool_mask(is_warm: np.ndarray, pool: str) -> np.ndarray:
     """Which item_idx rows may be negatives. ``trained``: only items that are some training
     target. An item that never is one (every future cold item) would otherwise be a negative in
     every step and never a positive, always in its text-only form: training would learn to push
-    exactly the text-only vectors of new items down (measured in experiments/RESULTS.md, issue 15).
+    exactly the text-only vectors of new items down (measured in experiments/log/cold_items.md, issue 15).
     """
     if pool not in NEGATIVE_POOLS:
         raise ValueError(f"negative_pool must be one of {NEGATIVE_POOLS}, got {pool!r}")

@@ -4,7 +4,7 @@ A request crosses four processes (client, uvicorn front end, LitServe's queue ma
 worker). Left to the scheduler on a small machine they share cores, and the worker's memory-heavy
 graph (HNSW walk, row gathers) evicts the front end's caches between requests; with the worker on
 its own core and the HTTP side on the others, known-user p50 at 434K items on 2 cores was
-3.6–3.9 ms against 5.1 ms unpinned with the same code (floor 1.4 vs 1.6 ms; experiments/RESULTS.md).
+3.6–3.9 ms against 5.1 ms unpinned with the same code (floor 1.4 vs 1.6 ms; experiments/log/serving.md).
 """
 
 from __future__ import annotations
