@@ -127,7 +127,7 @@ def child_steps(workdir: Path, steps: int, overrides: list[str]) -> None:
     def naive_step(model, batch, opt):
         # dense table + AdamW over all of it; every history position through the item tower
         tower = model.item_tower
-        negatives = model.sample_negatives()
+        negatives = model.loss.sample()
         hist = tower(batch["history"].reshape(-1)).view(*batch["history"].shape, -1)
         user = model.user_tower(hist, batch["lengths"])
         pos, neg = tower(batch["target"]), tower(negatives)

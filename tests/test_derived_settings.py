@@ -18,7 +18,8 @@ def test_rules_by_hand():
     assert rules.apply(stats()) == {
         "data.max_history": 30,
         "data.batch_size": 128,
-        "model.num_global_negatives": -1,
+        "model.softmax": "exact",
+        "model.num_global_negatives": 4096,
         "model.logq": "none",
         "trainer.max_epochs": 23,
         "callbacks.ema.decay": 0.998095,  # 1 − 1 / (3 epochs × ⌈22,363 / 128⌉ = 175 steps)
@@ -29,7 +30,8 @@ def test_rules_by_hand():
     # 102,000 / 256 -> 399 steps an epoch -> 4,000 steps in 11 epochs, but the softmax work
     # (3.8M targets × 4,096 columns an epoch) allows 2: the lower bound, 10
     big = rules.apply(stats(n_users=102_000, n_items=434_206, n_train=3_800_000, length=480))
-    assert big["model.num_global_negatives"] == 4096 and big["model.logq"] == "both"
+    assert big["model.softmax"] == "sampled" and big["model.num_global_negatives"] == 4096
+    assert big["model.logq"] == "both"
     assert (
         big["data.max_history"] == 200 and big["data.batch_size"] == 256 and big["trainer.max_epochs"] == 10
     )
@@ -106,7 +108,7 @@ def test_train_derives_unless_given_on_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["derived/stats/n_items"] == 5 and metrics["derived/stats/n_train_targets"] == 7
-    assert metrics["derived/data.max_history"] == 20 and metrics["derived/model.num_global_negatives"] == -1
+    assert metrics["derived/data.max_history"] == 20 and metrics["derived/model.softmax"] == "exact"
     assert "derived/data.batch_size" not in metrics and "derived/trainer.max_epochs" not in metrics
     assert metrics["epochs_done"] == 1 and metrics["text_used"] is False and metrics["exclude_seen"] is True
     # the prepared data keeps the configured cap (evaluate and export compose the same data config)

@@ -19,11 +19,13 @@ def dataset(tmp_path_factory):
 
 
 def _model(dataset, pool: str, n_negatives: int, **kw) -> TwoTowerModule:
+    """``n_negatives`` -1: the exact softmax over the pool; else that many sampled negatives."""
     torch.manual_seed(0)
     return TwoTowerModule(
         str(dataset.path),
         dim=16,
-        num_global_negatives=n_negatives,
+        softmax="exact" if n_negatives < 0 else "sampled",
+        num_global_negatives=max(n_negatives, 1),
         negative_pool=pool,
         objective="all_positions",
         **kw,
@@ -34,12 +36,12 @@ def test_pool_members(dataset):
     warm = item_arrays(dataset)["is_warm"]
     assert 0 < (~warm[FIRST_ITEM_IDX:]).sum() < dataset.n_items  # the synthetic catalog has cold items
     trained = _model(dataset, "trained", -1)
-    np.testing.assert_array_equal(trained.sample_negatives().numpy(), np.flatnonzero(warm))
+    np.testing.assert_array_equal(trained.loss.sample().numpy(), np.flatnonzero(warm))
     catalog = _model(dataset, "catalog", -1)
-    np.testing.assert_array_equal(catalog.sample_negatives().numpy(), np.arange(2, dataset.n_items + 2))
-    sampled = _model(dataset, "trained", 20_000).sample_negatives().numpy()
+    np.testing.assert_array_equal(catalog.loss.sample().numpy(), np.arange(2, dataset.n_items + 2))
+    sampled = _model(dataset, "trained", 20_000).loss.sample().numpy()
     assert warm[sampled].all()
-    assert not warm[_model(dataset, "catalog", 20_000).sample_negatives().numpy()].all()
+    assert not warm[_model(dataset, "catalog", 20_000).loss.sample().numpy()].all()
     with pytest.raises(ValueError, match="negative_pool"):
         _model(dataset, "warm-ish", -1)
 

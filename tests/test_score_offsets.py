@@ -53,7 +53,7 @@ def test_the_model_scores_text_only_items_with_the_offset(tmp_path_factory):
 
     dataset = _prepare(tmp_path_factory.mktemp("offset"), "synthetic")
     plain = _model(dataset, "catalog", -1).eval()
-    shifted = type(plain)(str(dataset.path), dim=16, num_global_negatives=-1, cold_score_offset=0.2).eval()
+    shifted = type(plain)(str(dataset.path), dim=16, softmax="exact", cold_score_offset=0.2).eval()
     shifted.load_state_dict(plain.state_dict())
     warm = torch.as_tensor(item_arrays(dataset)["is_warm"])
     items = torch.arange(2, dataset.n_items + 2)

@@ -189,7 +189,7 @@ def test_train_without_test_still_returns_the_validation_score(tmp_path):
 def test_hparams_search_config_composes():
     cfg = compose_config("train", ["hparams_search=two_tower", "experiment=two_tower_ml100k"])
     assert cfg.optimized_metric == "val/ndcg@10"
-    assert cfg.model.num_global_negatives == -1 and cfg.data.name == "movielens_100k"
+    assert cfg.model.softmax == "exact" and cfg.data.name == "movielens_100k"
 
 
 def test_ranker_ml100k_is_the_ranker_without_embeddings():

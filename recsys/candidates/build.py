@@ -17,8 +17,7 @@ from rich.progress import track
 from recsys.candidates.settings import CandidateSettings
 from recsys.data.datamodules import RaggedRows
 from recsys.data.dataset import PreparedDataset
-from recsys.data.seen_items import SeenItems
-from recsys.evaluation.retrieval import rank_full_catalog
+from recsys.evaluation.retrieval_evaluator import SplitRanker
 from recsys.features.ranker_features import (
     InteractionTimeline,
     ItemFeatureTables,
@@ -72,7 +71,7 @@ def build_candidates(
     model.eval()
     rows = RaggedRows.from_split(dataset, split, settings.max_history)
     timestamps = dataset.read_split(split, ["timestamp"])["timestamp"].to_numpy()
-    seen = SeenItems.for_split(dataset, split)
+    ranker = SplitRanker(dataset, split, model.hparams.eval_chunk_size)  # ranks as evaluation does
     catalog = model.encode_catalog() if catalog is None else catalog
     # ordinal time (id-only sequence files): positions within a user say nothing about other
     # users' clocks, so counts "in the window before the request" have no meaning
@@ -84,15 +83,11 @@ def build_candidates(
         idx = list(range(lo, min(lo + batch_size, len(rows))))
         batch = rows[idx]
         user = model.encode_users(batch["history"], batch["lengths"]).float()
-        seen_rows, seen_items = seen.batch(batch["user_idx"].numpy())
-        result = rank_full_catalog(
+        result = ranker.rank(
             lambda items, u=user: model.retrieval_scores(u, catalog, items),
             batch["target"],
-            dataset.n_items,
-            seen_rows,
-            seen_items,
+            ranker.seen_pairs(batch["user_idx"]),
             k,
-            model.hparams.eval_chunk_size,
         )
         cand = result.topk
         scores = model.retrieval_scores(user, catalog, cand)

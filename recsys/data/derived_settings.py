@@ -103,7 +103,8 @@ class DerivationRules:
         return {
             "data.max_history": max_history,
             "data.batch_size": batch,
-            "model.num_global_negatives": -1 if exact else self.sampled_negatives,
+            "model.softmax": "exact" if exact else "sampled",
+            "model.num_global_negatives": self.sampled_negatives,
             "model.logq": "none" if exact else "both",
             "trainer.max_epochs": epochs,
             "callbacks.ema.decay": round(1.0 - 1.0 / (self.ema_epochs * steps), 6),
@@ -124,6 +125,8 @@ def derive_settings(
     which ``exists`` is false (e.g. a callback the run removed) are left out."""
     rules = dict(rules)
     keep = set(keep) | set(rules.pop("keep", None) or ())  # e.g. a tuned experiment's own values
+    if "model.num_global_negatives" in keep:  # a count of negatives given: the configured softmax stays
+        keep.add("model.softmax")
     rules_ = DerivationRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in rules.items()})
     stats = dataset_stats(dataset, rules_.length_quantile)
     overrides = {k: v for k, v in rules_.apply(stats).items() if k not in keep and exists(k)}

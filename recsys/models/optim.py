@@ -75,3 +75,42 @@ def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float) -> torch
     for g in grads:
         g.mul_(scale.to(g.dtype))
     return total
+
+
+LR_SCHEDULES = ("plateau", "cosine")
+
+
+def optimizer_config(
+    parameters: Iterable[nn.Parameter],
+    sparse_table: nn.Parameter | None,
+    lr: float,
+    weight_decay: float,
+    schedule: str,
+    lr_factor: float,
+    lr_patience: int,
+    monitor: str,
+    total_steps: Callable[[], int] | None = None,
+) -> dict[str, Any]:
+    """AdamW (``DenseSparseAdam`` when the ID table has sparse gradients) with the schedule:
+    ``plateau`` halves the rate after ``lr_patience`` validations without a better ``monitor``;
+    ``cosine`` decays to 0 over ``total_steps()`` optimizer steps."""
+    parameters = list(parameters)
+    if sparse_table is not None:
+        dense = [p for p in parameters if p is not sparse_table]
+        optimizer = DenseSparseAdam(dense, [sparse_table], lr=lr, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    if schedule == "cosine":
+        # a fixed decay to 0 over the run's step budget: with a noisy validation metric a
+        # plateau rule halves the rate on noise, and the end of the run is a low-rate polish
+        steps = max(total_steps() if total_steps else 1, 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=lr_factor, patience=lr_patience
+    )
+    # strict=False: runs without validation (limit_val_batches=0) keep a constant lr
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "monitor": monitor, "strict": False},
+    }
