@@ -1,7 +1,6 @@
-"""python -m recsys.evaluate ckpt_path=… [ranker_ckpt=…]: every test metric of a trained model
-(two-tower, popularity, and with ``ranker_ckpt`` the two-stage pipeline), shown and written by
-``recsys.evaluation.report``. It reads the dataset's test split, never a serving bundle (whose
-histories include the test targets)."""
+"""python -m recsys.evaluate ckpt_path=… [ranker_ckpt=…]: every test metric of a trained model (two-tower,
+popularity, with ``ranker_ckpt`` the two-stage pipeline), shown and written by ``recsys.evaluation.report``,
+on the dataset's test split (never a serving bundle: its histories include the test targets)."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         details.update(ranker_details)
     data = datamodule.dataset
     metrics |= {"split": "test", "n_users": data.n_rows("test"), "n_users_dataset": data.n_users}
-    metrics |= {"n_items": data.n_items, "checkpoint": str(ckpt)}
-    metrics["ranker_checkpoint"] = cfg.get("ranker_ckpt")
+    metrics |= {"n_items": data.n_items, "checkpoint": str(ckpt), "ranker_checkpoint": cfg.get("ranker_ckpt")}
     metrics["cold_score_offset"] = float(model.hparams.get("cold_score_offset", 0.0))
     if not trainer.is_global_zero:  # metrics are reduced over ranks; rank 0 writes them
         return metrics

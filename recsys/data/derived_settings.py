@@ -134,3 +134,20 @@ def derive_settings(
     report = {f"derived/stats/{k}": v for k, v in asdict(stats).items() if k != "lengths"}
     report |= {f"derived/{k}": v for k, v in overrides.items()}
     return overrides, report
+
+
+def derive_into_config(cfg: Any, keep: set[str]) -> dict[str, Any]:
+    """Write the values ``cfg.derive`` derives from ``cfg.data``'s prepared dataset into ``cfg`` (a
+    Hydra config; keys in ``keep``, those given on the command line, stay) and return the report
+    (``derived/*`` for metrics.json). The prepared data keeps its configured history cap, so every
+    entry point composing the same data config (evaluate, export) finds it current."""
+    from omegaconf import OmegaConf
+
+    dataset = PreparedDataset.load(cfg.data.processed_dir)
+    overrides, report = derive_settings(
+        dataset, cfg.derive, keep, lambda key: OmegaConf.select(cfg, key) is not None
+    )
+    OmegaConf.update(cfg, "data.preparer.max_history", cfg.data.preparer.max_history, merge=False)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return report

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys.data.dataset import FIRST_ITEM_IDX
+from recsys.data.preparation import peak_rss_gib
 from recsys.evaluation import plots
 from recsys.utils.artifacts import write_json_atomic
 from recsys.utils.hydra_helpers import print_summary
@@ -79,3 +80,21 @@ def write_train_metrics(path: Path, metrics: dict[str, Any]) -> None:
     shown = {k: v for k, v in metrics.items() if k.endswith(headline) or k in ("n_users", *fit_report_keys)}
     print_summary(f"test metrics ({path})", shown)
     print(json.dumps(metrics, indent=1, sort_keys=True))
+
+
+def train_summary(model: Any, dataset: Any, derived: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json of a training run: the test results, validation at the selected checkpoint,
+    the derived values, what the dataset holds and the fit report."""
+    return {
+        **model.test_results,
+        **{k: float(v) for k, v in getattr(model, "val_at_best", {}).items()},
+        **derived,
+        "split": "test",
+        "n_users": dataset.n_rows("test"),  # users the test metrics average over
+        "n_users_dataset": dataset.n_users,
+        "n_items": dataset.n_items,
+        "exclude_seen": dataset.exclude_seen,
+        **({"text_used": bool(model.hparams.use_text)} if "use_text" in model.hparams else {}),
+        **fit,
+        "peak_rss_gib": peak_rss_gib(),
+    }
