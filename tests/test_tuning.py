@@ -284,3 +284,12 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     assert len(done) >= 4
     assert len({t.number for t in study.trials}) == len(study.trials)
     assert len({t.user_attrs[WORKER_ATTR] for t in done}) == 2  # both processes ran trials of the one study
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """A user error in one trial (a bad value) fails that trial only; a space that always fails
+    stops after max_failed_trials instead of looping."""
+    sweep(tmp_path, "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failed_trials=2", "model.logq=bogus")
+    study = load(tmp_path / "logs" / "studies" / "tiny-synthetic" / "optuna.db")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert not (tmp_path / "conf" / "experiment" / "tuned").exists()  # no best trial, no file

@@ -19,6 +19,7 @@ class OptunaSweeperConf:
     direction: str = "maximize"
     n_trials: int = 20  # finished trials (complete or pruned) the study should hold
     n_jobs: int = 1  # trials launched at once (the launcher runs them: joblib in parallel)
+    max_failed_trials: int = 5  # this sweep stops after this many failed trials (a broken space never loops)
     metric: str = "${optimized_metric}"
     sampler: Any = field(
         default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": "${seed}"}

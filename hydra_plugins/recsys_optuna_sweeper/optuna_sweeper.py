@@ -84,8 +84,13 @@ class OptunaSweeper(Sweeper):
             len(finished(study)),
             conf["n_trials"],
         )
-        returns = []
+        returns, failed = [], 0
         while (left := int(conf["n_trials"]) - len(finished(study))) > 0:
+            if failed >= int(conf.get("max_failed_trials", 5)):
+                log.error(
+                    "%d trials failed in this sweep: stopping (see their logs in %s)", failed, sweep_dir
+                )
+                break
             trials, batch = [], []
             for _ in range(min(int(conf["n_jobs"]), left)):
                 trial = study.ask()
@@ -112,6 +117,7 @@ class OptunaSweeper(Sweeper):
                 if value is None:
                     log.warning("trial %d failed or returned no %s", trial.number, metric)
                     study.tell(trial, state=TrialState.FAIL)
+                    failed += 1
                 else:
                     study.tell(trial, float(value))
             returns.append(results)

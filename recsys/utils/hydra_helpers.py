@@ -98,6 +98,13 @@ def _user_error(error: BaseException) -> BaseException | None:
     return None
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(task):
     """Entry points: a user error prints one line and exits 2 (``HYDRA_FULL_ERROR=1``: the traceback)."""
     import functools
@@ -109,8 +116,8 @@ def exit_on_user_error(task):
             return task(cfg)
         except Exception as error:
             cause = _user_error(error)
-            if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
+            if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+                raise  # a sweep's job fails alone: the sweeper records it and goes on
             print(f"error: {cause}", file=sys.stderr)
             sys.exit(2)
 
