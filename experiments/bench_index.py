@@ -24,10 +24,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments._measure import report
 from recsys.candidates.settings import CandidateSettings
 from recsys.data.datamodules import RaggedRows
-from recsys.index.faiss_index import FlatIndex, HNSWIndex, ItemIndex, IVFIndex
+from recsys.index.faiss_index import ItemIndex
 from recsys.models.exported_nets import exported_nets
 from recsys.models.two_tower_module import TwoTowerModule
 from recsys.serving.bundle_writer import BundleParts, write_bundle
+
+
+def configured(kind: str, dim: int, *overrides: str) -> ItemIndex:
+    """The index as ``configs/index/<kind>.yaml`` builds it (plus overrides), for ``dim``-d vectors."""
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    from recsys.utils.hydra_helpers import CONFIG_PATH
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        cfg = compose(config_name="export", overrides=[f"index={kind}", *overrides])
+    return hydra.utils.instantiate(cfg.index, dim=dim)
+
+
+def configured_candidates() -> CandidateSettings:
+    """A retrieval-only bundle's candidate settings, as `recsys.export` takes them from its config."""
+    from hydra import compose, initialize_config_dir
+
+    from recsys.utils.hydra_helpers import CONFIG_PATH
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        cfg = compose(config_name="export", overrides=["retrieval_ckpt=unused"])
+    return CandidateSettings.from_dict(cfg.candidates)
 
 
 def peak_rss_gib() -> float:
@@ -77,12 +100,12 @@ def main() -> None:
         faiss.omp_set_num_threads(args.build_threads)
         out = Path(args.bundle_dir)
         t0 = time.perf_counter()
-        parts = BundleParts(**exported_nets(args.ckpt), settings=CandidateSettings())
+        parts = BundleParts(**exported_nets(args.ckpt), settings=configured_candidates())
         if parts.retrieval_config and parts.retrieval_config.get("cold_score_offset"):
             raise SystemExit(
                 "bench_index measures the plain inner-product index: use a checkpoint without cold_score_offset"
             )
-        manifest = write_bundle(out, parts, HNSWIndex(d))
+        manifest = write_bundle(out, parts, configured("hnsw", d))
         export_s = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in out.iterdir()) / 2**30
         prebuilt["hnsw"] = (ItemIndex.load(out / "index.faiss"), manifest["timings"]["index_build"])
@@ -92,11 +115,11 @@ def main() -> None:
         )
 
     choices = {
-        "flat": lambda: FlatIndex(d),
-        "hnsw": lambda: HNSWIndex(d),
-        "hnsw_fp16": lambda: HNSWIndex(d, storage="fp16"),
-        "hnsw_sq8": lambda: HNSWIndex(d, storage="sq8"),
-        "ivf": lambda: IVFIndex(d),
+        "flat": lambda: configured("flat", d),
+        "hnsw": lambda: configured("hnsw", d, "index.storage=flat"),
+        "hnsw_fp16": lambda: configured("hnsw", d, "index.storage=fp16"),
+        "hnsw_sq8": lambda: configured("hnsw", d, "index.storage=sq8"),
+        "ivf": lambda: configured("ivf", d),
     }
     names = args.backends.split(",")
     if names[0] != "flat" or not set(names) <= set(choices):

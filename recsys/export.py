@@ -23,7 +23,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     retrieval = checkpoint_file(cfg.retrieval_ckpt, "retrieval_ckpt", "export")
     ranker = checkpoint_file(cfg.ranker_ckpt, "ranker_ckpt", "export") if cfg.get("ranker_ckpt") else None
-    settings = CandidateSettings.from_checkpoint(ranker) if ranker else CandidateSettings()
+    settings = (
+        CandidateSettings.from_checkpoint(ranker) if ranker else CandidateSettings.from_dict(cfg.candidates)
+    )
     overrides = {"num_candidates": cfg.get("num_candidates"), "max_history": cfg.get("max_history")}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v})
     parts = BundleParts(**exported_nets(retrieval, ranker, **offset_override(cfg)), settings=settings)

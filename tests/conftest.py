@@ -42,6 +42,15 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name=config_name, overrides=overrides)
 
 
+def two_tower_module(dataset_dir: str | Path, **overrides):
+    """A TwoTowerModule with configs/model/two_tower.yaml's values (the one home of its defaults)
+    and ``overrides``."""
+    import hydra
+
+    build = hydra.utils.instantiate(compose_config("train", []).model, _partial_=True)
+    return build(dataset_dir=str(dataset_dir), **overrides)  # the constructor's own errors, unwrapped
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
     """One text-embedding cache for the whole session, so each text is encoded once."""

@@ -36,8 +36,10 @@ def test_users_who_saw_almost_everything_get_the_rest(graph):
     assert graph.recommend(history=all_ids, top_k=10)["items"] == []
 
 
-def test_graph_ranks_like_the_trained_models(graph, trained):
-    """Anonymous history through the graph = user tower + exact top-K + ranker by hand."""
+def test_graph_retrieves_like_the_user_tower_and_serves_the_trained_ranker(graph, trained, monkeypatch):
+    """An anonymous history: without the ranker the graph returns the user tower's exact top-K in
+    order (the tiny bundle's index is flat); with it, a list drawn from those K, re-scored by the
+    ranker exported from the checkpoint (same weights)."""
     from recsys.models.ranker_module import RankerModule
 
     users = graph.bundle.users
@@ -51,6 +53,11 @@ def test_graph_ranks_like_the_trained_models(graph, trained):
     top_k = np.argsort(-scores, kind="stable")[: graph.num_candidates] + 2
     returned = graph.to_item_idx([x["item_id"] for x in out["items"]])[0]
     assert set(returned) <= set(top_k)  # the final list comes from the retrieved K
+    with monkeypatch.context() as m:
+        m.setattr(graph.bundle, "ranker", None)
+        retrieved = graph.recommend(history=history, top_k=10)["items"]
+    order = graph.to_item_idx([x["item_id"] for x in retrieved])[0]
+    np.testing.assert_array_equal(order, top_k[:10])  # the retrieval order itself
     ranker = RankerModule.load_from_checkpoint(trained["ranker"], map_location="cpu", weights_only=True)
     exported = dict(graph.bundle.ranker.state_dict())
     for key, value in ranker.net.state_dict().items():
@@ -130,7 +137,8 @@ def test_errors_and_lookups(graph):
 
 
 def test_new_item_from_text_is_retrievable(graph):
-    """A new item embedded through the cold path is searchable at once."""
+    """A new item embedded through the cold path is searchable at once: a query at its own vector
+    retrieves it first, and a history that holds it no longer gets it (seen)."""
     users = graph.bundle.users
     history = list(users["history"].iat[1])
     before = graph.recommend(history=history, top_k=100)
@@ -139,6 +147,8 @@ def test_new_item_from_text_is_retrievable(graph):
     assert int(new[0]) in graph.bundle.index
     vec = graph.bundle.index.reconstruct(int(new[0]))
     np.testing.assert_allclose(np.linalg.norm(vec), 1.0, atol=1e-5)
+    _, ids = graph.bundle.index.search(vec[None].astype(np.float32), 1)
+    assert ids[0, 0] == int(new[0])  # retrieved by the index, first
     after = graph.recommend(history=[*history, "NEW-1"], top_k=100)
     assert "NEW-1" not in {x["item_id"] for x in after["items"]}  # seen now
     assert len(before["items"]) == len(after["items"]) == 100

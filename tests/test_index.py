@@ -24,8 +24,8 @@ def brute_force(queries, ids, vectors, k, exclude=None):
 
 BACKENDS = {
     "flat": lambda: FlatIndex(DIM),
-    "hnsw": lambda: HNSWIndex(DIM, m=16, ef_construction=200, ef_search=400),
-    "ivf": lambda: IVFIndex(DIM, nlist=4, nprobe=4),  # nprobe = nlist: exhaustive, exact
+    "hnsw": lambda: HNSWIndex(DIM, m=16, ef_construction=200, ef_search=400, storage="flat"),
+    "ivf": lambda: IVFIndex(DIM, nlist=4, nprobe=4, seed=0),  # nprobe = nlist: exhaustive, exact
 }
 
 
@@ -99,7 +99,7 @@ def test_bad_input_is_refused():
     with pytest.raises(IndexInputError, match="unique"):
         index.build(np.array([1, 1]), unit_vectors(2))
     with pytest.raises(IndexInputError, match="needs at least"):
-        IVFIndex(DIM, nlist=50).build(np.arange(10), unit_vectors(10))
+        IVFIndex(DIM, nlist=50, nprobe=16, seed=0).build(np.arange(10), unit_vectors(10))
 
 
 @pytest.mark.parametrize(("storage", "min_recall"), [("fp16", 0.99), ("sq8", 0.9)])
@@ -107,7 +107,7 @@ def test_hnsw_quantized_storage_keeps_recall_and_round_trips(storage, min_recall
     vectors = unit_vectors(2000)
     ids = np.arange(2000, dtype=np.int64) + 7
     queries = unit_vectors(50, seed=3)
-    index = HNSWIndex(DIM, m=16, ef_search=200, storage=storage).build(ids, vectors)
+    index = HNSWIndex(DIM, m=16, ef_construction=200, ef_search=200, storage=storage).build(ids, vectors)
     scores, found = index.search(queries, 10)
     exact = brute_force(queries, ids, vectors, 10)
     recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)])
@@ -120,4 +120,4 @@ def test_hnsw_quantized_storage_keeps_recall_and_round_trips(storage, min_recall
     assert loaded.storage == storage
     np.testing.assert_array_equal(loaded.search(queries, 10)[1], found)
     with pytest.raises(ValueError, match="storage"):
-        HNSWIndex(DIM, storage="pq")
+        HNSWIndex(DIM, m=16, ef_construction=200, ef_search=200, storage="pq")

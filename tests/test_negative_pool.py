@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from recsys.data.dataset import FIRST_ITEM_IDX, item_arrays
 from recsys.models.two_tower_module import TwoTowerModule
+from tests.conftest import two_tower_module
 from tests.test_prepare import _prepare
 
 
@@ -21,8 +22,8 @@ def dataset(tmp_path_factory):
 def _model(dataset, pool: str, n_negatives: int, **kw) -> TwoTowerModule:
     """``n_negatives`` -1: the exact softmax over the pool; else that many sampled negatives."""
     torch.manual_seed(0)
-    return TwoTowerModule(
-        str(dataset.path),
+    return two_tower_module(
+        dataset.path,
         dim=16,
         softmax="exact" if n_negatives < 0 else "sampled",
         num_global_negatives=max(n_negatives, 1),
@@ -99,4 +100,4 @@ def test_mask_seen_drops_a_windows_earlier_items_from_each_positions_negatives(d
     torch.testing.assert_close(loss, expected)
     assert loss < unmasked
     with pytest.raises(ValueError, match="mask_seen"):
-        TwoTowerModule(str(dataset.path), dim=16, objective="last_position", mask_seen=True)
+        two_tower_module(dataset.path, dim=16, objective="last_position", mask_seen=True)

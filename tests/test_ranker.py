@@ -113,7 +113,9 @@ def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
     tables = ItemFeatureTables.from_dataset(dataset)
     timeline = InteractionTimeline.from_dataset(dataset)
     transitions = ItemTransitions.from_dataset(dataset, ("train", "val"))
-    settings = CandidateSettings(num_candidates=K, recent_window_days=1.0, max_history=20)
+    settings = CandidateSettings(
+        num_candidates=K, last_n=5, recent_window_days=1.0, max_history=20, features_as_of_request=False
+    )
     cands = build_candidates(retrieval, dataset, "test", settings, tables, timeline, transitions)
     seen = SeenItems.for_split(dataset, "test")
     catalog = retrieval.encode_catalog()

@@ -24,7 +24,10 @@ def test_extra_coordinate_by_hand():
     np.testing.assert_array_equal(index_vectors(items, cold, 0.0), items)  # no offset: no extra coordinate
 
 
-BACKENDS = {"flat": FlatIndex, "hnsw": lambda d: HNSWIndex(d, m=16, ef_construction=200, ef_search=400)}
+BACKENDS = {
+    "flat": FlatIndex,
+    "hnsw": lambda d: HNSWIndex(d, m=16, ef_construction=200, ef_search=400, storage="flat"),
+}
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -53,7 +56,7 @@ def test_the_model_scores_text_only_items_with_the_offset(tmp_path_factory):
 
     dataset = _prepare(tmp_path_factory.mktemp("offset"), "synthetic")
     plain = _model(dataset, "catalog", -1).eval()
-    shifted = type(plain)(str(dataset.path), dim=16, softmax="exact", cold_score_offset=0.2).eval()
+    shifted = _model(dataset, "catalog", -1, cold_score_offset=0.2).eval()
     shifted.load_state_dict(plain.state_dict())
     warm = torch.as_tensor(item_arrays(dataset)["is_warm"])
     items = torch.arange(2, dataset.n_items + 2)

@@ -65,18 +65,19 @@ class CandidateDataModule(BatchedSplits):
     def __init__(
         self,
         retrieval_ckpt: str,
-        num_candidates: int = 200,
-        batch_size: int = 64,
-        eval_batch_size: int = 256,
-        holdout_fraction: float = 0.1,
-        recent_window_days: float = 14.0,
-        last_n: int = 5,
-        max_history: int | None = None,
-        features_as_of_request: bool | None = None,
-        seed: int = 42,
-        num_workers: int = 0,
-        holdout_fold: int = 0,
-    ):
+        *,
+        num_candidates: int,
+        batch_size: int,
+        eval_batch_size: int,
+        holdout_fraction: float,
+        recent_window_days: float,
+        last_n: int,
+        max_history: int | None,
+        features_as_of_request: bool | None,
+        seed: int,
+        num_workers: int,
+        holdout_fold: int,
+    ):  # the values live in configs/data/candidates.yaml
         super().__init__()
         if not 0 <= holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
@@ -116,9 +117,7 @@ class CandidateDataModule(BatchedSplits):
                 self.retrieval_ckpt, map_location="cpu", weights_only=True
             ).eval()
             self.dataset = PreparedDataset.load(self.retrieval.hparams.dataset_dir)
-            if self.settings.max_history is None:
-                cap = self.dataset.manifest["config"].get("max_history")
-                self.settings = replace(self.settings, max_history=cap)
+            self.settings = self.settings.with_history_cap(self.dataset)
             if not self._as_of_given:  # the split decides: honest counts wherever time is the protocol
                 as_of = self.dataset.manifest.get("split") == "global_temporal"
                 self.settings = replace(self.settings, features_as_of_request=as_of)

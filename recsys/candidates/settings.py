@@ -7,7 +7,7 @@ and once in the serving bundle's manifest (``candidates``), and read back from t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +16,33 @@ import torch
 MS_PER_DAY = 86_400_000
 
 
+# what a ranker checkpoint written before a setting existed meant by its absence
+LEGACY = {"max_history": None, "features_as_of_request": False}
+
+
 @dataclass(frozen=True)
 class CandidateSettings:
-    num_candidates: int = 200  # K retrieved per user, re-ranked by the ranker
-    last_n: int = 5  # recent history items behind the text_similarity feature
-    recent_window_days: float = 14.0  # window of the recent_popularity feature
-    max_history: int | None = None  # history cap of the user tower (None: the dataset's)
+    """The values live in configs/data/candidates.yaml (a ranker's training) and in the ranker
+    checkpoint or the bundle manifest that stored them; no defaults here."""
+
+    num_candidates: int  # K retrieved per user, re-ranked by the ranker
+    last_n: int  # recent history items behind the text_similarity feature
+    recent_window_days: float  # window of the recent_popularity feature
+    max_history: int | None  # history cap of the user tower (None: the dataset's)
     # popularity and transition counts from every interaction strictly before each request
-    # (False: train counts and training sequences, the leave-one-out convention; see README)
-    features_as_of_request: bool = False
+    # (False: train counts and training sequences, the leave-one-out convention)
+    features_as_of_request: bool
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1 or self.last_n < 1 or self.recent_window_days <= 0:
             raise ValueError(f"candidate settings must be positive, got {self}")
+
+    def with_history_cap(self, dataset: Any) -> CandidateSettings:
+        """These settings with ``max_history`` resolved: the configured cap, else the prepared
+        dataset's (the one place the cap is decided: stage-two lists and the bundle agree)."""
+        if self.max_history is not None:
+            return self
+        return replace(self, max_history=int(dataset.manifest["config"]["max_history"]))
 
     @property
     def window_ms(self) -> int:
@@ -38,10 +52,13 @@ class CandidateSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> CandidateSettings:
-        """The known keys of ``values`` (a DataModule's hyperparameters hold others too)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+    def from_dict(cls, values: Any) -> CandidateSettings:
+        """The known keys of ``values`` (a DataModule's hyperparameters or config hold others too;
+        they are never read). ``features_as_of_request`` null: the split decides it later."""
+        names = [f.name for f in fields(cls)]
+        known = {**LEGACY, **{n: values[n] for n in names if n in values}}
+        known["features_as_of_request"] = bool(known["features_as_of_request"])
+        return cls(**known)
 
     @classmethod
     def from_checkpoint(cls, ranker_ckpt: str | Path) -> CandidateSettings:

@@ -255,9 +255,8 @@ class HNSWIndex(ItemIndex):
         "sq8": faiss.ScalarQuantizer.QT_8bit,
     }
 
-    def __init__(
-        self, dim: int, m: int = 32, ef_construction: int = 200, ef_search: int = 256, storage: str = "flat"
-    ):
+    def __init__(self, dim: int, *, m: int, ef_construction: int, ef_search: int, storage: str):
+        # the values live in configs/index/hnsw.yaml (and a bundle's index metadata)
         super().__init__(dim)
         if storage not in self.STORAGE:
             raise ValueError(f"HNSW storage must be one of {sorted(self.STORAGE)}, got {storage!r}")
@@ -300,7 +299,8 @@ class IVFIndex(ItemIndex):
 
     kind = "ivf"
 
-    def __init__(self, dim: int, nlist: int | None = None, nprobe: int = 16, seed: int = 0):
+    def __init__(self, dim: int, *, nlist: int | None, nprobe: int, seed: int):
+        # the values live in configs/index/ivf.yaml (and a bundle's index metadata)
         super().__init__(dim)
         self.nlist, self.nprobe, self.seed = nlist, int(nprobe), int(seed)
 

@@ -17,6 +17,7 @@ from recsys.data.dataset import PreparedDataset, item_arrays
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.ranking import CandidateListMetrics, reranked, two_stage_ranks
 from recsys.features.ranker_features import FEATURES, feature_columns
+from recsys.models.checkpoints import LegacyHparams
 from recsys.models.ranker_net import RankerNet
 
 LOSSES = ("bce", "listwise")
@@ -35,33 +36,37 @@ def ranker_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, 
     return F.cross_entropy(masked, labels[has_pos].argmax(dim=1))
 
 
-class RankerModule(L.LightningModule):
-    """Hyperparameters are plain values (checkpoints load with ``weights_only=True``)."""
+class RankerModule(LegacyHparams, L.LightningModule):
+    """Hyperparameters are plain values (checkpoints load with ``weights_only=True``); their values
+    live in configs/model/ranker.yaml only, what older checkpoints lack in ``LEGACY["ranker"]``."""
+
+    legacy_hparams = "ranker"
 
     def __init__(
         self,
         dataset_dir: str,
         embedding_dim: int,
-        features: list[str] | None = None,
-        use_embeddings: bool = True,
-        hidden: list[int] | None = None,
-        dropout: float = 0.2,
-        loss: str = "listwise",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        monitor: str = "val/ndcg@10",
-        test_ks: list[int] | None = None,
-        ranking_ks: list[int] | None = None,
-        cold_candidates: str = "rank",
-        score_prior: bool = False,  # False: what checkpoints saved before the option mean
-        retrieval_temperature: float | None = None,
+        *,
+        features: list[str] | None,
+        use_embeddings: bool,
+        hidden: list[int],
+        dropout: float,
+        loss: str,
+        lr: float,
+        weight_decay: float,
+        monitor: str,
+        test_ks: list[int] | None,
+        ranking_ks: list[int] | None,
+        cold_candidates: str,
+        score_prior: bool,
+        retrieval_temperature: float | None,
     ):
         if score_prior and not retrieval_temperature:
             raise ValueError("score_prior needs the retrieval model's temperature (retrieval_temperature)")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         features = list(FEATURES if features is None else features)
-        hidden = list(hidden if hidden is not None else [512, 256])
+        hidden = [int(h) for h in hidden]
         test_ks = [int(k) for k in (test_ks or [10, 20, 50, 100])]
         ranking_ks = [int(k) for k in (ranking_ks or [5, 10, 20])]
         super().__init__()

@@ -16,6 +16,7 @@ from recsys.data.datamodules import OBJECTIVES
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, item_arrays
 from recsys.evaluation.baselines import text_content_scores
 from recsys.evaluation.retrieval_evaluator import RetrievalEvaluator
+from recsys.models.checkpoints import LegacyHparams
 from recsys.models.item_tower import ItemTower
 from recsys.models.losses import earlier_items
 from recsys.models.negatives import NegativePool
@@ -27,46 +28,51 @@ from recsys.models.user_tower import UserTower
 log = logging.getLogger(__name__)
 
 
-class TwoTowerModule(TwoTowerScoring, L.LightningModule):
+class TwoTowerModule(LegacyHparams, TwoTowerScoring, L.LightningModule):
     """Every constructor argument is a plain value (strings, numbers, lists, dicts), so a
-    checkpoint's hyperparameters load with ``torch.load(weights_only=True)``."""
+    checkpoint's hyperparameters load with ``torch.load(weights_only=True)``. The values live in
+    configs/model/two_tower.yaml only (no defaults here); what older checkpoints lack is read as
+    they meant it (``LEGACY_TWO_TOWER``)."""
+
+    legacy_hparams = "two_tower"
 
     def __init__(
         self,
         dataset_dir: str,
-        dim: int = 256,
-        id_dropout: float = 0.4,
-        use_text: bool = True,
-        use_id: bool = True,
-        fusion: str = "gate",
-        user_encoder: dict | None = None,
-        history_dropout: float = 0.0,
-        temperature: float = 0.07,
-        softmax: str | None = None,
-        num_global_negatives: int = 4096,
-        negative_sampling: str = "uniform",
-        logq: str = "none",
-        mask_accidental_hits: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_factor: float = 0.5,
-        lr_patience: int = 2,
-        monitor: str = "val/ndcg@10",
-        val_ks: list[int] | None = None,
-        test_ks: list[int] | None = None,
-        eval_chunk_size: int = 65_536,
-        compile: bool = False,
-        sparse_embeddings: bool = False,
-        objective: str = "last_position",
-        lr_schedule: str = "plateau",
-        batch_target_negatives: bool = True,
-        loss_chunk_size: int | None = 8192,
-        negative_pool: str = "catalog",
-        text_baseline: bool = False,
-        cold_score_offset: float = 0.0,
-        mask_seen: bool = False,
-        normalize: bool = True,
-        item_mlp: bool = True,
+        *,
+        dim: int,
+        id_dropout: float,
+        use_text: bool,
+        use_id: bool,
+        fusion: str,
+        user_encoder: dict | None,
+        history_dropout: float,
+        temperature: float,
+        softmax: str | None,
+        num_global_negatives: int,
+        negative_sampling: str,
+        logq: str,
+        mask_accidental_hits: bool,
+        lr: float,
+        weight_decay: float,
+        lr_factor: float,
+        lr_patience: int,
+        monitor: str,
+        val_ks: list[int] | None,
+        test_ks: list[int] | None,
+        eval_chunk_size: int,
+        compile: bool,
+        sparse_embeddings: bool,
+        objective: str,
+        lr_schedule: str,
+        batch_target_negatives: bool,
+        loss_chunk_size: int | None,
+        negative_pool: str,
+        text_baseline: bool,
+        cold_score_offset: float,
+        mask_seen: bool,
+        normalize: bool,
+        item_mlp: bool,
     ):
         if isinstance(user_encoder, DictConfig):
             user_encoder = OmegaConf.to_container(user_encoder, resolve=True)

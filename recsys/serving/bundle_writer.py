@@ -108,7 +108,8 @@ def write_bundle(
 ) -> dict[str, Any]:
     """Build the index over ``parts.catalog`` and write every bundle file atomically."""
     dataset, settings = parts.dataset, parts.settings
-    max_history = int(settings.max_history or dataset.manifest["config"].get("max_history") or 50)
+    settings = settings.with_history_cap(dataset)
+    max_history = settings.max_history
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
