@@ -284,6 +284,9 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     assert len(done) >= 4
     assert len({t.number for t in study.trials}) == len(study.trials)
     assert len({t.user_attrs[WORKER_ATTR] for t in done}) == 2  # both processes ran trials of the one study
+    # each trial's job directory is named by its number, whichever process ran it
+    dirs = {p.name for w in (0, 1) for p in (tmp_path / f"w{w}").glob("logs/studies/*/trial_*")}
+    assert dirs == {f"trial_{t.number}" for t in study.trials}
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):

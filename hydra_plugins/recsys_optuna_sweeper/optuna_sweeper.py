@@ -67,7 +67,7 @@ class OptunaSweeper(Sweeper):
         pruner = hydra.utils.instantiate(pruner_conf) if pruner_conf else None
         study = open_study(conf["study_name"], storage, conf["direction"], None, pruner)
         study.sampler = self._sampler(len(study.trials))
-        self.job_idx = len(study.trials)  # job directories continue the numbering: a resume overwrites none
+        self.job_idx = len(study.trials)  # Hydra's job numbers continue too
         metric = conf["metric"]
         group_names = set(OmegaConf.to_container(self.config.hydra.runtime.choices).keys())
         groups, values = parse_overrides(arguments, group_names)
@@ -105,6 +105,9 @@ class OptunaSweeper(Sweeper):
                         *pruning,
                         # Optuna hands a running trial to another process by its id
                         f"+optuna_trial.trial_id={trial._trial_id}",
+                        # one directory per trial, named by its number: workers sharing the
+                        # study (and a resumed sweep) never write into each other's
+                        f"hydra.sweep.subdir=trial_{trial.number}",
                     ]
                 )
             self.validate_batch_is_legal(batch)
