@@ -51,6 +51,14 @@ def two_tower_module(dataset_dir: str | Path, **overrides):
     return build(dataset_dir=str(dataset_dir), **overrides)  # the constructor's own errors, unwrapped
 
 
+def candidate_datamodule(retrieval_ckpt: str | Path, **overrides):
+    """A CandidateDataModule with configs/data/candidates.yaml's values and ``overrides``."""
+    import hydra
+
+    cfg = compose_config("train", ["experiment=ranker", f"retrieval_ckpt={retrieval_ckpt}"])
+    return hydra.utils.instantiate(cfg.data, _partial_=True)(**overrides)
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
     """One text-embedding cache for the whole session, so each text is encoded once."""

@@ -19,7 +19,7 @@ from recsys.models.ranker_module import ranker_loss
 from recsys.models.two_tower_module import TwoTowerModule
 from recsys.serving.bundle import Bundle
 from recsys.utils.artifacts import ManifestError
-from tests.conftest import K, assert_evaluation_figures, compose_config, export_bundle
+from tests.conftest import K, assert_evaluation_figures, candidate_datamodule, compose_config, export_bundle
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,6 @@ def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
 
 
 def test_two_stage_metric_equals_brute_force(trained):
-    from recsys.candidates.datamodule import CandidateDataModule
     from recsys.models.ranker_module import RankerModule
 
     metrics = trained["metrics"]
@@ -157,7 +156,7 @@ def test_two_stage_metric_equals_brute_force(trained):
     ranker = RankerModule.load_from_checkpoint(
         trained["ranker"], map_location="cpu", weights_only=True
     ).eval()
-    dm = CandidateDataModule(str(trained["retrieval"]), num_candidates=K, seed=42)
+    dm = candidate_datamodule(trained["retrieval"], num_candidates=K, seed=42)
     dm.setup()
     lists = dm.splits["test"]
     batch = lists[list(range(len(lists)))]
@@ -312,11 +311,10 @@ def test_evaluate_reports_every_stage_and_draws_the_figures(trained, tmp_path):
 
 
 def test_holdout_folds_partition_the_val_users(trained):
-    from recsys.candidates.datamodule import CandidateDataModule
 
     def split_users(fold: int) -> tuple[set, set]:
-        dm = CandidateDataModule(
-            str(trained["retrieval"]), num_candidates=K, holdout_fraction=0.25, holdout_fold=fold
+        dm = candidate_datamodule(
+            trained["retrieval"], num_candidates=K, holdout_fraction=0.25, holdout_fold=fold
         )
         dm.setup()
         return (set(dm.splits["train"].candidates.user_idx), set(dm.splits["val"].candidates.user_idx))
@@ -330,15 +328,14 @@ def test_holdout_folds_partition_the_val_users(trained):
             assert not folds[a][1] & folds[b][1]
     assert sum(len(val) for _, val in folds) >= len(everyone) - 2  # the rounding remainder
     with pytest.raises(ValueError, match="holdout_fold"):
-        CandidateDataModule(str(trained["retrieval"]), holdout_fraction=0.25, holdout_fold=4)
+        candidate_datamodule(trained["retrieval"], holdout_fraction=0.25, holdout_fold=4)
 
 
 def test_refit_trains_on_every_val_user_and_validates_on_none(trained):
-    from recsys.candidates.datamodule import CandidateDataModule
 
-    refit = CandidateDataModule(str(trained["retrieval"]), num_candidates=K, holdout_fraction=0)
+    refit = candidate_datamodule(trained["retrieval"], num_candidates=K, holdout_fraction=0)
     refit.setup()
-    folded = CandidateDataModule(str(trained["retrieval"]), num_candidates=K, holdout_fraction=0.25)
+    folded = candidate_datamodule(trained["retrieval"], num_candidates=K, holdout_fraction=0.25)
     folded.setup()
     everyone = set(folded.splits["train"].candidates.user_idx) | set(folded.splits["val"].candidates.user_idx)
     assert len(refit.splits["train"]) == len(folded.splits["train"]) + len(folded.splits["val"])
@@ -346,7 +343,7 @@ def test_refit_trains_on_every_val_user_and_validates_on_none(trained):
     assert "val" not in refit.splits and refit.val_dataloader() == []
     for fraction, fold in ((0, 1), (-0.1, 0), (1.0, 0)):
         with pytest.raises(ValueError, match="holdout_f"):
-            CandidateDataModule(str(trained["retrieval"]), holdout_fraction=fraction, holdout_fold=fold)
+            candidate_datamodule(trained["retrieval"], holdout_fraction=fraction, holdout_fold=fold)
 
 
 def test_ranker_refits_and_tests_its_last_epoch(trained):

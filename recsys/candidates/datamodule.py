@@ -50,6 +50,19 @@ class CandidateLists(Dataset):
         }
 
 
+# what a ranker checkpoint written before a DataModule option existed meant by its absence
+LEGACY_DATAMODULE = {
+    "batch_size": 64,
+    "eval_batch_size": 256,
+    "holdout_fraction": 0.1,
+    "seed": 42,
+    "num_workers": 0,
+    "holdout_fold": 0,
+    "max_history": None,
+    "features_as_of_request": None,
+}
+
+
 class CandidateDataModule(BatchedSplits):
     """Ranker data: top-K lists of a trained two-tower model, built from out-of-sample users.
 
@@ -133,6 +146,20 @@ class CandidateDataModule(BatchedSplits):
         """What the ranker is built with from retrieval (known only once that model is loaded)."""
         hp = self._load_retrieval().hparams
         return {"embedding_dim": int(hp.dim), "retrieval_temperature": float(hp.temperature)}
+
+    @classmethod
+    def for_ranker(cls, ranker_ckpt: str | Path, retrieval_ckpt: str | Path) -> CandidateDataModule:
+        """The lists a ranker checkpoint was trained on, rebuilt on ``retrieval_ckpt``'s candidates
+        (its stored hyperparameters: candidate settings, batches, hold-out)."""
+        import torch
+
+        stored = torch.load(ranker_ckpt, map_location="cpu", weights_only=True).get(
+            "datamodule_hyper_parameters"
+        )
+        if not stored:
+            raise ValueError(f"{ranker_ckpt}: no candidate settings (datamodule_hyper_parameters) stored")
+        values = {**LEGACY_DATAMODULE, **{k: v for k, v in dict(stored).items() if k != "retrieval_ckpt"}}
+        return cls(str(retrieval_ckpt), **values)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

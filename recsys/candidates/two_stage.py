@@ -7,15 +7,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from recsys.candidates.datamodule import CandidateDataModule
-from recsys.candidates.settings import CandidateSettings
 from recsys.models.ranker_module import RankerModule
 from recsys.utils.trainer_setup import instantiate_trainer
 
 
 def two_stage_results(trainer_cfg: DictConfig, retrieval_ckpt: Path, ranker_ckpt: Path) -> tuple[dict, dict]:
     """Test the ranker on the retrieval checkpoint's candidates, built as when it was trained."""
-    settings = CandidateSettings.from_checkpoint(ranker_ckpt)
-    datamodule = CandidateDataModule(str(retrieval_ckpt), **settings.as_dict())
+    datamodule = CandidateDataModule.for_ranker(ranker_ckpt, retrieval_ckpt)
     ranker = RankerModule.load_from_checkpoint(ranker_ckpt, map_location="cpu", weights_only=True)
     trainer = instantiate_trainer(trainer_cfg, logger=False, callbacks=[])
     trainer.test(ranker, datamodule=datamodule)
