@@ -13,6 +13,8 @@ from litserve.utils import wrap_litserve_start
 
 from recsys.serving.api import build_server
 
+pytestmark = pytest.mark.slow  # end-to-end: servers, processes, fuzzing (make test-fast skips them)
+
 json_values = st.recursive(
     st.none()
     | st.booleans()

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end: servers, processes, fuzzing (make test-fast skips them)
+
 TINY_DATA = [
     "data=synthetic",
     "text_encoder=hashing",

@@ -73,6 +73,7 @@ def test_stats_of_a_prepared_dataset(tmp_path):
     assert dataset_stats(dataset, 0.5).sequence_length_quantile == 2
 
 
+@pytest.mark.slow
 def test_train_derives_unless_given_on_the_command_line(tmp_path):
     """End to end through the CLI: the derived values and their statistics land in metrics.json,
     and a value given on the command line is kept."""

@@ -22,6 +22,7 @@ def _prepare(tmp_path, data: str, extra: list[str] | None = None) -> PreparedDat
     return hydra.utils.instantiate(cfg.data.preparer).ensure()
 
 
+@pytest.mark.slow
 def test_cli_prepares_synthetic(tmp_path):
     out = subprocess.run(
         [

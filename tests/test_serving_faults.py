@@ -24,6 +24,8 @@ from litserve.utils import ResponseBufferItem, WorkerSetupStatus
 from experiments._fault_run import spawned_children
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end: servers, processes, fuzzing (make test-fast skips them)
+
 START_TIMEOUT = 120  # a cold start spawns a worker that imports torch and loads the bundle
 
 

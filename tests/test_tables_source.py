@@ -98,6 +98,7 @@ def test_empty_or_headerless_table_is_an_error_naming_the_file(tmp_path, content
         list(source.iter_interactions())
 
 
+@pytest.mark.slow
 def test_user_errors_end_in_one_line_without_a_traceback(tmp_path):
     """Bad data and a missing checkpoint: exit 2 with one `error:` line naming the file; with
     HYDRA_FULL_ERROR=1 the traceback is there."""

@@ -79,6 +79,7 @@ def test_packaged_minilm_loads_offline_and_embeds():
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
 
 
+@pytest.mark.slow
 def test_encoding_in_two_processes_matches_one_process():
     texts = [
         f"{genre} film number {i} " + "with a longer synopsis " * (i % 7)

@@ -141,6 +141,7 @@ def test_same_seed_same_metrics(tmp_path):
     assert {k: a[k] for k in keys} == pytest.approx({k: b[k] for k in keys}, rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_multirun_sweep_two_jobs(tmp_path):
     out = subprocess.run(
         [
@@ -280,7 +281,7 @@ def test_debug_max_steps_and_accelerator_compose():
     from recsys.utils.precision import resolve_trainer_precision
 
     assert compose_config("train", ["debug=default"]).trainer.limit_train_batches == 3
-    assert compose_config("train", []).trainer.get("limit_train_batches") is None
+    assert compose_config("train", []).trainer.limit_train_batches == 1.0  # every batch unless debugging
     assert compose_config("train", ["trainer.max_steps=10"]).trainer.max_steps == 10
     cfg = compose_config("train", [])
     assert cfg.trainer.accelerator == "auto"

@@ -211,6 +211,7 @@ def test_tuned_experiment_states_the_best_trial():
 
 
 # ------------------------------------------------------------------ the plugin end to end
+@pytest.mark.slow
 def test_sweep_runs_resumes_and_writes_a_loadable_experiment(tmp_path):
     sweep(tmp_path, "hydra.sweeper.n_trials=3")
     db = tmp_path / "logs" / "studies" / "tiny-synthetic" / "optuna.db"
@@ -289,6 +290,7 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     assert dirs == {f"trial_{t.number}" for t in study.trials}
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     """A user error in one trial (a bad value) fails that trial only; a space that always fails
     stops after max_failed_trials instead of looping."""
