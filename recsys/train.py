@@ -25,10 +25,12 @@ from recsys.utils.trainer_setup import fit_report, instantiate_trainer
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
-    hydra.utils.instantiate(cfg.data).prepare_data()
-    # values the recipe takes from the data (recsys/data/derived_settings.py)
-    derived = derive_into_config(cfg, command_line_keys()) if cfg.get("derive") else {}
     datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    derived: dict[str, Any] = {}
+    if cfg.get("derive"):  # values the recipe takes from the data (recsys/data/derived_settings.py)
+        derived = derive_into_config(cfg, command_line_keys())
+        datamodule = hydra.utils.instantiate(cfg.data)  # with the derived batch and window
     inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}  # e.g. the ranker's dim
     dataset_dir = str(Path(datamodule.processed_dir).resolve())  # checkpoints work from any cwd
     model = hydra.utils.instantiate(cfg.model, dataset_dir=dataset_dir, **inputs)

@@ -42,6 +42,23 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name=config_name, overrides=overrides)
 
 
+def run_train_cli(args: list[str], timeout: int = 900, **env: str):
+    """``python -m recsys.train *args`` in a child process from the repository; asserts it exited 0."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.train", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
 def two_tower_module(dataset_dir: str | Path, **overrides):
     """A TwoTowerModule with configs/model/two_tower.yaml's values (the one home of its defaults)
     and ``overrides``."""

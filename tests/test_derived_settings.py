@@ -78,10 +78,8 @@ def test_train_derives_unless_given_on_the_command_line(tmp_path):
     """End to end through the CLI: the derived values and their statistics land in metrics.json,
     and a value given on the command line is kept."""
     import json
-    import subprocess
-    import sys
 
-    from tests.conftest import REPO_ROOT
+    from tests.conftest import run_train_cli
     from tests.test_sequence_source import PER_USER
 
     (tmp_path / "raw").mkdir()
@@ -99,14 +97,7 @@ def test_train_derives_unless_given_on_the_command_line(tmp_path):
         f"paths.root_dir={tmp_path}",
         f"paths.output_dir={tmp_path}/out",
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "recsys.train", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_train_cli(args, timeout=600)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["derived/stats/n_items"] == 5 and metrics["derived/stats/n_train_targets"] == 7
     assert metrics["derived/data.max_history"] == 20 and metrics["derived/model.softmax"] == "exact"

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from recsys.tuning.pruning import OptunaPruning
 from recsys.tuning.search_space import as_override, parse_search_space, suggest_all
 from recsys.tuning.study import WORKER_ATTR, open_study, tuned_experiment
-from tests.conftest import REPO_ROOT, compose_config
+from tests.conftest import REPO_ROOT, compose_config, run_train_cli
 
 TINY_SPACE = """# @package _global_
 defaults:
@@ -64,16 +64,7 @@ def sweep(tmp_path: Path, *overrides: str, timeout: int = 900) -> subprocess.Com
         f"hydra.sweeper.tuned_dir={tmp_path / 'conf' / 'experiment' / 'tuned'}",
         *overrides,
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "recsys.train", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
+    return run_train_cli(args, timeout, OMP_NUM_THREADS="1")
 
 
 def load(storage: Path, name: str = "tiny-synthetic") -> optuna.Study:

@@ -71,6 +71,8 @@ class LegacyHparams:
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any):
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        # mmap: only the hyperparameters are read here, not the weights Lightning loads next
+        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        saved = ckpt.get("hyper_parameters", {})
         missing = {k: v for k, v in LEGACY[cls.legacy_hparams].items() if k not in saved and k not in kwargs}
         return super().load_from_checkpoint(checkpoint_path, *args, **missing, **kwargs)

@@ -87,6 +87,7 @@ class AmazonReviewsSource:
     format: str = "auto"
     stats: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _resolved: ReviewFormat | None = field(default=None, init=False, repr=False)
+    _discovered: tuple[str, str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.format = str(self.format)  # data.format=2018 arrives from the command line as an int
@@ -96,7 +97,9 @@ class AmazonReviewsSource:
     def _files(self) -> tuple[str, str]:
         if self.reviews_file and self.meta_file:
             return self.reviews_file, self.meta_file
-        found = discover_files(Path(self.raw_dir))
+        if self._discovered is None:  # the folder is listed once, not at every path lookup
+            self._discovered = discover_files(Path(self.raw_dir))
+        found = self._discovered
         return self.reviews_file or found[0], self.meta_file or found[1]
 
     @property
