@@ -1,9 +1,11 @@
 """The fault run of bench_serving.py: concurrent clients, one SIGKILL of the inference worker.
 
 Clients loop over GET /recommend/{user_id} for ``seconds``; at the midpoint the worker is killed
-(what the kernel's OOM killer does). Reported: requests failed (by status), time from the kill to
-the next success and to /health answering 200 again, and latency percentiles over the whole
-window (the minute around the kill) and outside the fault.
+(what the kernel's OOM killer does), and one more request is sent right after the kill (before the
+server can have noticed). Reported: requests failed (by status), the worst wait of any request
+(every one must be answered, 200 or 503, within a second), that request's status and wait, time
+from the kill to the next success and to /health answering 200 again, and latency percentiles
+over the whole window (the minute around the kill) and outside the fault.
 """
 
 from __future__ import annotations
@@ -66,9 +68,22 @@ def fault_run(base: str, server_pid: int, user_ids: np.ndarray, clients: int, se
         t.start()
     time.sleep(seconds / 2)
     workers = spawned_children(server_pid)
+    right_after: dict = {}
+
+    def ask_right_after() -> None:
+        with httpx.Client(timeout=60) as c:
+            sent = time.monotonic()
+            try:
+                right_after["status"] = c.get(f"{base}/recommend/{user_ids[0]}").status_code
+            except httpx.TransportError as err:
+                right_after["status"] = type(err).__name__
+            right_after["wait_s"] = time.monotonic() - sent
+
     killed_at = time.monotonic()
     os.kill(workers[0], signal.SIGKILL)
-    for t in threads:
+    probe = threading.Thread(target=ask_right_after)
+    probe.start()
+    for t in [*threads, probe]:
         t.join()
     sent, answered, status = (np.array([c[k] for c in calls], dtype=object) for k in range(3))
     ok = np.array([s == 200 for s in status])
@@ -83,6 +98,8 @@ def fault_run(base: str, server_pid: int, user_ids: np.ndarray, clients: int, se
     return {
         "requests": len(calls),
         "failed": failed,
+        "worst_wait_s": max(float(latency_ms.max()) / 1000, right_after.get("wait_s", 0.0)),
+        "right_after_kill": right_after,
         "next_success_s": first_ok,
         "health_503_s": (down - killed_at) if down is not None else float("nan"),
         "health_back_s": (back - killed_at) if back is not None else float("nan"),

@@ -40,6 +40,7 @@ def serve(cfg: DictConfig) -> None:
         worker_cpus=worker_cpus,
         restart_workers=cfg.restart_workers,
         drain_s=cfg.drain_s,
+        admin_token=cfg.admin_token,
     )
     server.run(host=cfg.host, port=cfg.port, generate_client_file=False, log_level=cfg.log_level)
     code, message = server.outcome()  # one line; non-zero when a worker failure stopped it

@@ -9,10 +9,10 @@ import time
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from litserve.utils import wrap_litserve_start
 
 from recsys.serving.api import build_server
 from recsys.serving.graph import InferenceGraph
+from recsys.serving.litserve_adapter import in_process
 
 MAX_TOP_K = 50
 
@@ -31,7 +31,7 @@ def wait_ready(client: TestClient, timeout: float = 60) -> dict:
 @pytest.fixture(scope="module")
 def client(tiny_bundle):
     server = build_server(tiny_bundle, max_top_k=MAX_TOP_K, max_payload_bytes=64_000)
-    with wrap_litserve_start(server) as started, TestClient(started.app) as test_client:
+    with in_process(server) as started, TestClient(started.app) as test_client:
         wait_ready(test_client)
         yield test_client
 
@@ -117,11 +117,11 @@ def test_errors(client, graph, method, path, kwargs, status):
 
 
 def test_api_key_required_when_configured(tiny_bundle, monkeypatch):
-    import litserve.server
+    from recsys.serving import litserve_adapter
 
-    monkeypatch.setattr(litserve.server, "LIT_SERVER_API_KEY", "s3cret")
+    monkeypatch.setattr(litserve_adapter.litserve_server, "LIT_SERVER_API_KEY", "s3cret")
     server = build_server(tiny_bundle, max_top_k=MAX_TOP_K)
-    with wrap_litserve_start(server) as started, TestClient(started.app) as c:
+    with in_process(server) as started, TestClient(started.app) as c:
         for path in ("/health", "/recommend/x", "/items/x", "/user/x/history"):
             assert c.get(path).status_code == 401, path
         assert c.post("/recommend", json={"history": []}).status_code == 401

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from litserve.utils import wrap_litserve_start
 
 from recsys.serving.api import build_server
+from recsys.serving.litserve_adapter import in_process
 
 pytestmark = pytest.mark.slow  # end-to-end: servers, processes, fuzzing (make test-fast skips them)
 
@@ -36,7 +36,7 @@ bodies = (
 
 @pytest.fixture(scope="module")
 def client(tiny_bundle):
-    with wrap_litserve_start(build_server(tiny_bundle, max_top_k=50)) as server, TestClient(server.app) as c:
+    with in_process(build_server(tiny_bundle, max_top_k=50)) as server, TestClient(server.app) as c:
         while c.get("/health").status_code != 200:
             time.sleep(0.2)
         yield c

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import HTTPException
-from litserve.utils import ResponseBufferItem, WorkerSetupStatus
 
 from experiments._fault_run import spawned_children
+from recsys.serving.litserve_adapter import READY, STARTING, ResponseBufferItem
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # end-to-end: servers, processes, fuzzing (make test-fast skips them)
@@ -155,6 +155,10 @@ def test_killed_worker_fails_its_requests_with_503_and_the_server_recovers(live,
         killed_at = time.monotonic()
         os.kill(old[0], signal.SIGKILL)  # what the kernel's OOM killer does
         kills += 1
+        # a request sent right after the kill is queued before the server notices: it must be
+        # refused once the server does, not left waiting for the replacement's start
+        right_after = httpx.get(f"{server.base}/recommend/{_user(tiny_bundle)}", timeout=60)
+        assert right_after.status_code == 503 and right_after.headers["retry-after"] == "1"
         deadline = killed_at + START_TIMEOUT
         while time.monotonic() < deadline and not any(
             t > killed_at and s == 200 for t, s, _ in load.results[-20:]
@@ -258,16 +262,21 @@ def test_a_request_whose_worker_is_gone_gets_503_and_none_is_submitted_without_a
         spec._server = _FakeServer({"recommend_0": status})
         spec._status_read_at = float("-inf")  # as if the cached states had expired
 
-    workers(WorkerSetupStatus.READY)
+    workers(READY)
     spec._check_waiting(item, deadline=time.monotonic() + 60)  # alive: keep waiting
-    workers(WorkerSetupStatus.STARTING)  # restarted
+    workers(STARTING)  # restarted
     with pytest.raises(HTTPException) as err:
         spec._check_waiting(item, deadline=time.monotonic() + 60)
     assert err.value.status_code == 503 and err.value.headers == {"Retry-After": "1"}
-    queued = ResponseBufferItem(event=asyncio.Event())  # not taken yet: waits for the new worker
+    queued = ResponseBufferItem(event=asyncio.Event())  # not taken yet, and no worker ready to take it
+    with pytest.raises(HTTPException, match="restarting") as err:
+        spec._check_waiting(queued, deadline=time.monotonic() + 60)
+    assert err.value.status_code == 503 and err.value.headers == {"Retry-After": "1"}
+    workers(READY)  # a ready worker will take it: keep waiting, up to the deadline
     spec._check_waiting(queued, deadline=time.monotonic() + 60)
     with pytest.raises(HTTPException, match="in time"):
         spec._check_waiting(queued, deadline=time.monotonic() - 1)
+    workers(STARTING)
     with pytest.raises(HTTPException) as err:  # no ready worker: refused before it is queued
         asyncio.run(spec._call("item", item_id="x"))
     assert err.value.status_code == 503

@@ -97,3 +97,19 @@ def test_encoder_is_rebuilt_from_its_manifest_key(tmp_path):
     encoder = StaticTextEncoder(dim=8, sif_coefficient=1e-3)
     rebuilt = encoder_from_key("StaticTextEncoder", encoder.cache_key)
     assert isinstance(rebuilt, StaticTextEncoder) and rebuilt.cache_key == encoder.cache_key
+
+
+def test_a_bundle_carries_the_table_and_embeds_with_it_without_distilling(teachers, tmp_path, monkeypatch):
+    from recsys.serving.bundle_writer import copy_static_text_table
+
+    texts = ["drama war night", "comedy love"]
+    encoder = StaticTextEncoder(dim=4, cache_dir=str(tmp_path / "cache"))
+    expected = encoder.encode(texts)
+    info = {"type": "StaticTextEncoder", "key": encoder.cache_key}
+    copy_static_text_table(info, {"use_text": False}, tmp_path / "no_text", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "no_text").exists()  # an item tower without text needs no table
+    copy_static_text_table(info, {"use_text": True}, tmp_path / "bundle", cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(StaticTextEncoder, "build", lambda self: pytest.fail("distilled again"))
+    served = encoder_from_key(info["type"], info["key"], static_dir=tmp_path / "bundle")
+    assert served.model_dir.parent == tmp_path / "bundle"
+    np.testing.assert_array_equal(served.encode(texts), expected)

@@ -8,25 +8,25 @@ work runs in ``RecsysAPI`` workers (``setup`` loads the bundle once per worker).
 """
 
 import asyncio
+import hmac
 import json
+import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import litserve as ls
-import litserve.server
 import torch
-from fastapi import HTTPException, Query
-from fastapi.responses import JSONResponse
-from litserve.server import RegularRequestHandler
-from litserve.specs.base import LitSpec
-from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
+from fastapi import Depends, HTTPException, Query
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ConfigDict, Field, create_model
 
+from recsys.serving import litserve_adapter as lsa
+from recsys.serving.catalog_changes import CatalogChangeLog
 from recsys.serving.lifecycle import RecsysServer
 from recsys.serving.openapi import PlainTextContentType, document_responses
 from recsys.serving.schemas import (
@@ -35,11 +35,14 @@ from recsys.serving.schemas import (
     MAX_POSTED_HISTORY,
     Health,
     HistoryRecommendations,
+    ItemChange,
     ItemInfo,
+    NewItem,
     UserHistory,
     UserRecommendations,
 )
 
+ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
 WORKER_POLL_S = 0.05  # how often a waiting request checks that its worker is still alive
 STATUS_TTL_S = 0.02  # worker states are re-read at most this often per HTTP process
 
@@ -51,10 +54,12 @@ def unavailable(detail: str) -> HTTPException:
 
 # One table of operations: the routes submit {"op": name, **arguments}, the workers run OPS[name].
 OPS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
-    "user": lambda graph, x: graph.recommend(user_id=x["user_id"], top_k=x["top_k"]),
-    "history": lambda graph, x: graph.recommend(history=x["history"], top_k=x["top_k"]),
-    "user_history": lambda graph, x: graph.history(x["user_id"], limit=x["limit"]),
-    "item": lambda graph, x: graph.item(x["item_id"]),
+    "user": lambda worker, x: worker.graph.recommend(user_id=x["user_id"], top_k=x["top_k"]),
+    "history": lambda worker, x: worker.graph.recommend(history=x["history"], top_k=x["top_k"]),
+    "user_history": lambda worker, x: worker.graph.history(x["user_id"], limit=x["limit"]),
+    "item": lambda worker, x: worker.graph.item(x["item_id"]),
+    "add_item": lambda worker, x: worker.add_item(x),
+    "delete_item": lambda worker, x: worker.delete_item(x["item_id"]),
 }
 
 
@@ -76,11 +81,11 @@ def bundle_summary(bundle_dir: str | Path) -> dict[str, Any]:
     }
 
 
-class RecsysSpec(LitSpec):
-    def __init__(self, bundle_dir: str | Path, max_top_k: int = 100):
+class RecsysSpec(lsa.LitSpec):
+    def __init__(self, bundle_dir: str | Path, max_top_k: int = 100, admin_token: str | None = None):
         super().__init__()
+        self._admin_token = admin_token or None  # front end only: never pickled to workers, never logged
         self.api_path = "/recommend"
-        self.endpoint_key = self.api_path.split("/")[-1]  # LitServe's worker status keys: "<key>_<id>"
         self._status: dict[str, Any] = {}
         self._status_read_at = float("-inf")
         self.summary = bundle_summary(bundle_dir)
@@ -116,16 +121,43 @@ class RecsysSpec(LitSpec):
         async def item(item_id: ID) -> ItemInfo:
             return await self._call("item", item_id=item_id)
 
+        bearer = HTTPBearer(auto_error=False, description="serve.admin_token (or RECSYS_ADMIN_TOKEN)")
+
+        def admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+            if self._admin_token is None:
+                raise HTTPException(
+                    403, f"catalog changes are disabled: set serve.admin_token or {ADMIN_TOKEN_ENV}"
+                )
+            if credentials is None or credentials.scheme.lower() != "bearer":
+                raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+            # constant time: a wrong token's timing says nothing about the right one
+            if not hmac.compare_digest(credentials.credentials.encode(), self._admin_token.encode()):
+                raise HTTPException(403, "wrong admin token")
+
+        async def add_item(
+            new: NewItem, response: Response, _: Annotated[None, Depends(admin)]
+        ) -> ItemChange:
+            answer = await self._call("add_item", **new.model_dump())
+            response.status_code = 201  # (LitServe registers spec routes without a status code)
+            return answer
+
+        async def delete_item(item_id: ID, _: Annotated[None, Depends(admin)]) -> None:
+            await self._call("delete_item", item_id=item_id)
+            return Response(status_code=204)
+
         self.add_endpoint("/health", health, ["GET"])
         self.add_endpoint("/recommend/{user_id}", recommend_user, ["GET"])
         self.add_endpoint("/recommend", recommend_history, ["POST"])
         self.add_endpoint("/user/{user_id}/history", user_history, ["GET"])
         self.add_endpoint("/items/{item_id}", item, ["GET"])
+        self.add_endpoint("/items", add_item, ["POST"])
+        self.add_endpoint("/items/{item_id}", delete_item, ["DELETE"])
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers get a copy of the spec; route handlers are front-end closures, left behind."""
         state = super().__getstate__()
         state["_endpoints"] = []
+        state["_admin_token"] = None
         return state
 
     def _worker_status(self) -> dict[str, Any]:
@@ -133,19 +165,22 @@ class RecsysSpec(LitSpec):
         ``STATUS_TTL_S`` (one read is a ~0.1 ms round trip to the manager process)."""
         now = time.monotonic()
         if now - self._status_read_at > STATUS_TTL_S:
-            status = self._server.workers_setup_status if self._server else None
-            self._status, self._status_read_at = (dict(status) if status else {}), now
+            self._status, self._status_read_at = lsa.worker_states(self._server), now
         return self._status
 
     def _ready_workers(self) -> list[str]:
-        return [k for k, v in self._worker_status().items() if v == WorkerSetupStatus.READY]
+        return [k for k, v in self._worker_status().items() if v == lsa.READY]
 
-    def _check_waiting(self, item: ResponseBufferItem, deadline: float) -> None:
-        """Raise 503 when the worker that took the request (LitServe reports which) is gone."""
-        if item.worker_id is not None:
-            worker = f"{self.endpoint_key}_{item.worker_id}"
-            if self._worker_status().get(worker) != WorkerSetupStatus.READY:
+    def _check_waiting(self, item: lsa.ResponseBufferItem, deadline: float) -> None:
+        """Raise 503 when the worker that took the request (LitServe reports which) is gone, or
+        when the request is still queued and no worker is ready to take it: a request queued just
+        before its worker died would otherwise wait for the replacement's whole start."""
+        worker_id = lsa.taken_by(item)
+        if worker_id is not None:
+            if self._worker_status().get(lsa.worker_key(self, worker_id)) != lsa.READY:
                 raise unavailable("the inference worker stopped while handling this request; retry")
+        elif not self._ready_workers():
+            raise unavailable("no inference worker is ready (one is restarting); retry shortly")
         if time.monotonic() > deadline:
             raise unavailable("no answer from the inference workers in time; retry")
 
@@ -157,12 +192,8 @@ class RecsysSpec(LitSpec):
             raise KeyError(f"route submits unknown operation {op!r}; known: {sorted(OPS)}")
         if not self._ready_workers():
             raise unavailable("no inference worker is ready (loading the bundle); retry shortly")
-        payload = {"op": op, **arguments}
-        uid = str(uuid.uuid4())
         event = asyncio.Event()
-        item = ResponseBufferItem(event=event)
-        self.response_buffer[uid] = item  # before the put: no lost reply
-        self.request_queue.put((self.response_queue_id, uid, time.monotonic(), payload))
+        uid, item = lsa.submit(self, {"op": op, **arguments}, event)
         deadline = time.monotonic() + float(getattr(self._server, "timeout", 30) or 30)
         try:
             while not event.is_set():
@@ -171,11 +202,8 @@ class RecsysSpec(LitSpec):
                 except TimeoutError:
                     self._check_waiting(item, deadline)
         finally:
-            self.response_buffer.pop(uid, None)
-        response, status = item.response
-        if status == LitAPIStatus.ERROR:
-            RegularRequestHandler._handle_error_response(response)  # re-raises the worker's HTTPException
-        return response
+            lsa.discard(self, uid)
+        return lsa.reply(item)  # a worker's HTTPException is re-raised here
 
     def decode_request(self, request: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return request
@@ -194,8 +222,9 @@ class RecsysAPI(ls.LitAPI):
         min_history: int = 3,
         threads: int = 1,
         cpus: set[int] | None = None,
+        admin_token: str | None = None,
     ):
-        super().__init__(spec=RecsysSpec(bundle_dir, max_top_k))
+        super().__init__(spec=RecsysSpec(bundle_dir, max_top_k, admin_token=admin_token))
         self.bundle_dir, self.max_top_k, self.min_history, self.threads = (
             bundle_dir,
             max_top_k,
@@ -217,6 +246,48 @@ class RecsysAPI(ls.LitAPI):
         self.graph = InferenceGraph.from_bundle(
             self.bundle_dir, min_history=self.min_history, max_top_k=self.max_top_k, threads=self.threads
         )
+        self.changes = change_log(self.bundle_dir)
+        self.sync()
+
+    def sync(self) -> None:
+        """Replay catalog changes recorded since this worker last looked (another worker's, or
+        earlier runs' at start): every worker serves the same catalog."""
+        if self.changes.changed():
+            self.graph.apply_changes(self.changes.changes_since(self.graph.applied_seq))
+
+    def add_item(self, new: dict[str, Any]) -> dict[str, Any]:
+        from recsys.data.text import unified_text
+
+        if self.graph.is_live(new["item_id"]):
+            raise HTTPException(
+                status_code=409, detail=f"item_id {new['item_id']!r} is already in the catalog"
+            )
+        text = new["text"] or unified_text(new["title"], new["categories"], {}, "")
+        try:
+            vectors, text_vectors = self.graph.embed_items([text])
+        except ValueError as err:  # e.g. an item tower that reads no text
+            raise HTTPException(status_code=409, detail=str(err)) from None
+        change = self.changes.append(
+            {
+                "op": "add",
+                "item_id": new["item_id"],
+                "title": new["title"],
+                "categories": list(new["categories"]),
+                "vector": vectors[0],
+                "text_vector": text_vectors[0],
+            }
+        )
+        self.sync()
+        return {"item_id": change.item_id, "change": "added", "seq": change.seq}
+
+    def delete_item(self, item_id: str) -> dict[str, Any]:
+        from recsys.serving.graph import UnknownItemError
+
+        if not self.graph.is_live(item_id):
+            raise UnknownItemError(f"unknown item_id {item_id!r}")
+        change = self.changes.append({"op": "delete", "item_id": item_id})
+        self.sync()
+        return {"item_id": change.item_id, "change": "deleted", "seq": change.seq}
 
     def predict(self, x: dict[str, Any]) -> dict[str, Any]:
         from recsys.serving.graph import UnknownItemError, UnknownUserError
@@ -225,7 +296,8 @@ class RecsysAPI(ls.LitAPI):
         if run is None:
             raise HTTPException(status_code=400, detail=f"unknown operation {x.get('op')!r}")
         try:
-            return run(self.graph, x)
+            self.sync()
+            return run(self, x)
         except (UnknownUserError, UnknownItemError) as err:
             raise HTTPException(status_code=404, detail=err.args[0]) from None
         except ValueError as err:
@@ -243,14 +315,21 @@ def build_server(
     worker_cpus: set[int] | None = None,
     restart_workers: bool = True,
     drain_s: float = 10.0,
+    admin_token: str | None = None,
 ) -> RecsysServer:
     if not (Path(bundle_dir) / "manifest.json").is_file():
         raise FileNotFoundError(
             f"{bundle_dir}: no serving bundle here; create one with `make demo` or "
             "`python -m recsys.export retrieval_ckpt=… ranker_ckpt=… bundle_dir=…`"
         )
+    change_log(bundle_dir).changes_since(0)  # a tampered change log stops the start, like a tampered bundle
     api = RecsysAPI(
-        bundle_dir, max_top_k=max_top_k, min_history=min_history, threads=threads, cpus=worker_cpus
+        bundle_dir,
+        max_top_k=max_top_k,
+        min_history=min_history,
+        threads=threads,
+        cpus=worker_cpus,
+        admin_token=admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
     )
     server = RecsysServer(
         api,
@@ -263,10 +342,13 @@ def build_server(
         drain_s=drain_s,
         middlewares=[PlainTextContentType],
     )
-    document_responses(
-        server.app, api_key=bool(litserve.server.LIT_SERVER_API_KEY), examples=example_ids(bundle_dir)
-    )
+    document_responses(server.app, api_key=lsa.api_key_required(), examples=example_ids(bundle_dir))
     return server
+
+
+def change_log(bundle_dir: str | Path) -> CatalogChangeLog:
+    manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text())
+    return CatalogChangeLog(bundle_dir, manifest["embedding_dim"], manifest["item_tower"]["text_dim"])
 
 
 def example_ids(bundle_dir: str | Path) -> dict[str, str]:

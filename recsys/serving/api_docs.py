@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,21 @@ ROUTES = [
     ("POST /recommend", "Top-N for an anonymous history of item ids (oldest first)."),
     ("GET /user/{user_id}/history", "A known user's most recent items, oldest first (`limit`, default 50)."),
     ("GET /items/{item_id}", "Item metadata."),
+    (
+        "POST /items",
+        "Add an item (admin): embedded from its `text` (default: built from title and categories) "
+        "through the item tower's text path, searchable at once. Needs `Authorization: Bearer <token>` "
+        "with the token of `serve.admin_token` or `RECSYS_ADMIN_TOKEN`: 401 without it, 403 when wrong or "
+        "when no token is configured (catalog changes off), 409 for an id already in the catalog.",
+    ),
+    (
+        "DELETE /items/{item_id}",
+        "Delete an item (admin, same token): 204, and it is never recommended or listed again (histories "
+        "keep it). Changes are kept in `catalog_changes.json` next to the bundle's files, replayed on "
+        "restart; an edited or damaged change log stops the server at start like a tampered bundle.",
+    ),
 ]
+ADMIN_EXAMPLE_TOKEN = "docs-example-token"  # the examples run against a copy of the bundle
 
 INTRO = """# HTTP API
 
@@ -38,8 +54,11 @@ and `/openapi.json` lists every status each route can return with that body's sc
 | status | when |
 |---|---|
 | 400 | `POST /recommend`: the body could not be read |
-| 401 | `LIT_SERVER_API_KEY` is set and the `X-API-Key` header is missing or wrong (every route) |
+| 401 | `LIT_SERVER_API_KEY` is set and the `X-API-Key` header is missing or wrong (every route); |
+|  | `POST /items`, `DELETE /items/{item_id}`: no `Authorization: Bearer` token |
+| 403 | `POST /items`, `DELETE /items/{item_id}`: wrong token, or catalog changes are off (no token set) |
 | 404 | unknown `user_id` / `item_id` (the message names it) |
+| 409 | `POST /items`: the `item_id` is already in the catalog |
 | 413 | request body larger than `max_payload_bytes` (default 1 MB) |
 | 422 | invalid input: `top_k` outside 1..`max_top_k` (default 100), a malformed or non-JSON body, |
 |  | unknown body fields, more than 10,000 posted items, ids longer than 256 characters |
@@ -64,6 +83,8 @@ posted ids not in the catalog are ignored and listed in `unknown_items`.
 def examples(client, users: list[str], items: list[str]) -> list[dict[str, Any]]:
     """(method, path, body) examples covering success and error cases of every route."""
     user, item = users[0], items[0]
+    admin = {"Authorization": "Bearer $RECSYS_ADMIN_TOKEN"}
+    new_item = {"item_id": "NEW-0001", "title": "A new release", "categories": ["Drama"]}
     calls = [
         ("GET /health", "GET", "/health", None),
         ("GET /recommend/{user_id}", "GET", f"/recommend/{user}?top_k=3", None),
@@ -75,20 +96,26 @@ def examples(client, users: list[str], items: list[str]) -> list[dict[str, Any]]
         ("GET /user/{user_id}/history", "GET", f"/user/{user}/history?limit=3", None),
         ("GET /items/{item_id}", "GET", f"/items/{item}", None),
         ("GET /items/{item_id}", "GET", "/items/no-such-item", None),
+        ("POST /items", "POST", "/items", new_item, admin),
+        ("POST /items", "POST", "/items", new_item, {}),
+        ("POST /items", "POST", "/items", new_item, admin),
+        ("DELETE /items/{item_id}", "DELETE", "/items/NEW-0001", None, admin),
+        ("DELETE /items/{item_id}", "DELETE", "/items/no-such-item", None, admin),
     ]
     out = []
-    for route, method, path, body in calls:
-        response = (
-            client.request(method, path, json=body) if body is not None else client.request(method, path)
-        )
+    for route, method, path, body, *headers in calls:
+        shown = headers[0] if headers else {}
+        sent = {k: v.replace("$RECSYS_ADMIN_TOKEN", ADMIN_EXAMPLE_TOKEN) for k, v in shown.items()}
+        response = client.request(method, path, json=body, headers=sent)
         out.append(
             {
                 "route": route,
                 "method": method,
                 "path": path,
+                "headers": shown,
                 "body": body,
                 "status": response.status_code,
-                "response": response.json(),
+                "response": response.json() if response.content else None,
             }
         )
     return out
@@ -100,21 +127,24 @@ def render(records: list[dict[str, Any]]) -> str:
         parts.append(f"\n## `{route}`\n\n{text}\n")
         for r in (r for r in records if r["route"] == route):
             request = f"{r['method']} {r['path']}"
+            request += "".join(f"\n{k}: {v}" for k, v in r["headers"].items())
             if r["body"] is not None:
                 request += "\n\n" + json.dumps(r["body"], indent=2)
+            answer = f"Response `{r['status']}`"
+            if r["response"] is None:
+                parts.append(f"```http\n{request}\n```\n\n{answer}, no body.\n")
+                continue
             response = json.dumps(r["response"], indent=2)
-            parts.append(
-                f"```http\n{request}\n```\n\nResponse `{r['status']}`:\n\n```json\n{response}\n```\n"
-            )
+            parts.append(f"```http\n{request}\n```\n\n{answer}:\n\n```json\n{response}\n```\n")
     return "\n".join(parts)
 
 
 def main() -> None:
     from fastapi.testclient import TestClient
-    from litserve.utils import wrap_litserve_start
 
     from recsys.serving.api import build_server
     from recsys.serving.bundle import Bundle
+    from recsys.serving.litserve_adapter import in_process
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,10 +155,15 @@ def main() -> None:
     bundle = Bundle.load(args.bundle)
     users = bundle.users["user_id"].astype(str).tolist()
     items = [str(i) for i in bundle.users["history"].iat[0]]
-    with wrap_litserve_start(build_server(args.bundle)) as server, TestClient(server.app) as client:
-        while client.get("/health").status_code != 200:
-            time.sleep(0.2)
-        text = render(examples(client, users, items))
+    with tempfile.TemporaryDirectory() as tmp:  # the catalog changes go to a copy of the bundle
+        copy = shutil.copytree(
+            args.bundle, Path(tmp) / "bundle", ignore=shutil.ignore_patterns("catalog_changes*")
+        )
+        server = build_server(copy, admin_token=ADMIN_EXAMPLE_TOKEN)
+        with in_process(server) as started, TestClient(started.app) as client:
+            while client.get("/health").status_code != 200:
+                time.sleep(0.2)
+            text = render(examples(client, users, items))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")

@@ -15,6 +15,10 @@ Files (every one hashed in ``manifest.json``, verified on load):
   with, uncapped, so known users are never recommended something they already have
 - ``user_tower.safetensors``, ``item_tower.safetensors`` (cold path only: no ID table),
   ``ranker.safetensors`` (optional); their constructor configs live in the manifest
+- ``static_text/<key>/`` (when the item tower reads text embedded by the static encoder): the
+  token table, so new items' text is embedded on any machine without distilling it again
+- ``catalog_changes.json`` (not in the manifest): items added and deleted over HTTP
+  (``recsys.serving.catalog_changes``), verified on its own
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from safetensors.torch import load_file
 
 from recsys.data.dataset import FIRST_ITEM_IDX
 from recsys.data.seen_items import SeenItems
+from recsys.data.text_embeddings import TextEncoder
+from recsys.data.text_encoders import encoder_from_key
 from recsys.features.ranker_features import ItemTransitions, feature_columns
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.item_tower import ItemTower
@@ -38,6 +44,7 @@ from recsys.models.ranker_net import RankerNet
 from recsys.models.user_tower import UserTower, build_encoder
 from recsys.utils.artifacts import ManifestError, read_manifest
 
+STATIC_TEXT_DIR = "static_text"
 # 2: encoders named from a registry, candidate settings in one block (format 1: class paths)
 BUNDLE_FORMAT = 2
 REQUIRED_FILES = (
@@ -75,6 +82,14 @@ class Bundle:
     user_tower: UserTower
     item_tower: ItemTower
     ranker: RankerNet | None
+
+    def text_encoder(self) -> TextEncoder:
+        """The encoder the catalog's text was embedded with (new items' text goes through it)."""
+        info = self.manifest.get("text_encoder")
+        if not self.manifest["item_tower"].get("use_text") or not info:
+            raise ValueError("this bundle's item tower reads no text: new items cannot be embedded")
+        static = self.path / STATIC_TEXT_DIR
+        return encoder_from_key(info["type"], info["key"], static_dir=static if static.is_dir() else None)
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> Bundle:

@@ -5,6 +5,7 @@ entry point (``recsys.export``) turns checkpoints into these parts.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,15 @@ from recsys.candidates.settings import CandidateSettings
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
 from recsys.data.seen_items import SeenItems
 from recsys.data.splitting import user_bounds
+from recsys.data.text_encoders import encoder_from_key
 from recsys.features.ranker_features import InteractionTimeline, ItemTransitions
 from recsys.index.faiss_index import ItemIndex
 from recsys.index.score_offsets import index_vectors
+from recsys.index.sized_index import SizedIndex
 from recsys.models.item_tower import ItemTower
 from recsys.models.ranker_net import RankerNet
 from recsys.models.user_tower import UserTower
-from recsys.serving.bundle import BUNDLE_FORMAT
+from recsys.serving.bundle import BUNDLE_FORMAT, STATIC_TEXT_DIR
 from recsys.utils.artifacts import atomic_directory, write_manifest
 
 
@@ -104,9 +107,10 @@ def encode_histories(
 
 
 def write_bundle(
-    path: str | Path, parts: BundleParts, index: ItemIndex, extra: dict[str, Any] | None = None
+    path: str | Path, parts: BundleParts, index: ItemIndex | SizedIndex, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Build the index over ``parts.catalog`` and write every bundle file atomically."""
+    """Build the index over ``parts.catalog`` (a ``SizedIndex`` picks its kind by the catalog's
+    size) and write every bundle file atomically."""
     dataset, settings = parts.dataset, parts.settings
     settings = settings.with_history_cap(dataset)
     max_history = settings.max_history
@@ -123,7 +127,8 @@ def write_bundle(
     ids = np.arange(FIRST_ITEM_IDX, FIRST_ITEM_IDX + dataset.n_items, dtype=np.int64)
     retrieval = {"cold_score_offset": 0.0, **(parts.retrieval_config or {})}
     items = dataset.items.sort_values("item_idx")
-    index.build(ids, index_vectors(catalog, ~items["is_warm"].to_numpy(), retrieval["cold_score_offset"]))
+    vectors = index_vectors(catalog, ~items["is_warm"].to_numpy(), retrieval["cold_score_offset"])
+    index = index.build(ids, vectors)
     lap("index_build")
     timeline = InteractionTimeline.from_dataset(dataset)
     recent = (  # ordinal time has no window to count in (see candidates.build)
@@ -188,9 +193,22 @@ def write_bundle(
         save_file(_contiguous(parts.item_tower.cold_path_state()), staging / "item_tower.safetensors")
         if parts.ranker is not None:
             save_file(_contiguous(parts.ranker.state_dict()), staging / "ranker.safetensors")
+        copy_static_text_table(info["text_encoder"], parts.item_tower_config, staging / STATIC_TEXT_DIR)
         lap("write_files")
         info["timings"] = timings
         return write_manifest(staging, info)
+
+
+def copy_static_text_table(
+    text_encoder: dict[str, Any] | None, item_tower: dict[str, Any], to: Path, cache_dir: Path | None = None
+) -> None:
+    """The static encoder's token table travels with the bundle when the item tower reads text
+    (``cache_dir``: where it is cached here; the encoder's default cache when None)."""
+    if not text_encoder or text_encoder.get("type") != "StaticTextEncoder" or not item_tower.get("use_text"):
+        return
+    encoder = encoder_from_key(text_encoder["type"], text_encoder["key"], static_dir=cache_dir)
+    encoder.model  # noqa: B018 (the table exists after this: distilled here if no cache has it)
+    shutil.copytree(encoder.model_dir, to / encoder.model_dir.name)
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -16,7 +16,6 @@ import pandas as pd
 import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX
-from recsys.data.text_encoders import encoder_from_key
 from recsys.features.ranker_features import ItemFeatureTables, candidate_features, gather_rows
 from recsys.index.score_offsets import index_queries, index_vectors
 from recsys.serving.bundle import Bundle
@@ -90,6 +89,8 @@ class InferenceGraph:
                 [np.zeros((2, bundle.item_embeddings.shape[1]), np.float32), bundle.item_embeddings]
             )
         )
+        self.removed = np.zeros(n, dtype=bool)  # by item_idx: deleted over HTTP, never returned
+        self.applied_seq = 0  # the last catalog change replayed (recsys.serving.catalog_changes)
         self._text_encoder = None
 
     @classmethod
@@ -114,7 +115,7 @@ class InferenceGraph:
 
     def item(self, item_id: str) -> dict[str, Any]:
         pos = self._pos_of.get(str(item_id), -1)
-        if pos < 0:
+        if pos < 0 or self.removed[self.item_idx[pos]]:
             raise UnknownItemError(f"unknown item_id {item_id!r}")
         idx = self.item_idx[pos]
         return {
@@ -188,7 +189,7 @@ class InferenceGraph:
         merged = np.concatenate([ranked, self.by_popularity])
         _, first = np.unique(merged, return_index=True)
         merged = merged[np.sort(first)]
-        merged = merged[~np.isin(merged, seen)][:top_k]
+        merged = merged[~np.isin(merged, seen) & ~self.removed[merged]][:top_k]
         return merged, pop_score[merged]
 
     @torch.no_grad()
@@ -236,35 +237,87 @@ class InferenceGraph:
         return cand_t.numpy()[order], logits.numpy()[order]
 
     # ------------------------------------------------------------------ catalog changes
-    def add_items(self, item_ids: list[str], titles: list[str], texts: list[str]) -> np.ndarray:
-        """Embed new items from their text alone (the item tower's cold path) and index them."""
+    def embed_items(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(item-tower vectors, text vectors) of new items from their text alone (the cold path)."""
         if self._text_encoder is None:
-            info = self.bundle.manifest["text_encoder"]
-            self._text_encoder = encoder_from_key(info["type"], info["key"])
+            self._text_encoder = self.bundle.text_encoder()
         text = torch.from_numpy(self._text_encoder.encode(list(texts)).astype(np.float32))
         with torch.no_grad():
             vectors = self.bundle.item_tower.encode_text(text)
+        return vectors.numpy(), text.numpy()
+
+    def add_items(self, item_ids: list[str], titles: list[str], texts: list[str]) -> np.ndarray:
+        """Embed new items from their text and index them (searchable at once)."""
+        vectors, text = self.embed_items(texts)
+        return self.insert_items(item_ids, titles, [[] for _ in item_ids], vectors, text)
+
+    def insert_items(
+        self,
+        item_ids: list[str],
+        titles: list[str],
+        categories: list[list[str]],
+        vectors: np.ndarray,
+        text: np.ndarray,
+    ) -> np.ndarray:
+        """Add items with given vectors: new item_idx rows, indexed as text-only (cold) items. An
+        id that was deleted may come back (as a new row); a live id is refused."""
+        live = [i for i in item_ids if self.is_live(str(i))]
+        if live:
+            raise ValueError(f"item_id already in the catalog: {live[:10]}")
+        n_new = len(item_ids)
         start = len(self.embeddings)
-        new_idx = np.arange(start, start + len(item_ids), dtype=np.int64)
-        is_cold = np.ones(len(item_ids), dtype=bool)  # new items have text only
-        self.bundle.index.add(new_idx, index_vectors(vectors.numpy(), is_cold, self.cold_score_offset))
-        self.embeddings = torch.cat([self.embeddings, vectors])
+        new_idx = np.arange(start, start + n_new, dtype=np.int64)
+        vectors_t = torch.from_numpy(np.asarray(vectors, dtype=np.float32).reshape(n_new, -1))
+        is_cold = np.ones(n_new, dtype=bool)  # new items have text only
+        self.bundle.index.add(new_idx, index_vectors(vectors_t.numpy(), is_cold, self.cold_score_offset))
+        self.embeddings = torch.cat([self.embeddings, vectors_t])
         for offset, item_id in enumerate(item_ids):
             self._pos_of[str(item_id)] = len(self.item_ids) + offset
         self.item_ids = np.concatenate([self.item_ids, np.asarray([str(i) for i in item_ids], dtype=object)])
         self.item_idx = np.concatenate([self.item_idx, new_idx])
         self.titles = np.concatenate([self.titles, np.asarray(titles, dtype=object)])
-        no_categories = np.empty(len(item_ids), dtype=object)
-        for i in range(len(item_ids)):
-            no_categories[i] = []
-        self.categories = np.concatenate([self.categories, no_categories])
-        zeros = np.zeros(len(item_ids), dtype=np.float32)
-        self.popularity = np.concatenate([self.popularity, zeros.astype(np.int64)])
-        self.recent = np.concatenate([self.recent, zeros.astype(np.int64)])
+        cats = np.empty(n_new, dtype=object)
+        for i in range(n_new):
+            cats[i] = [str(c) for c in categories[i]]
+        self.categories = np.concatenate([self.categories, cats])
+        zeros = np.zeros(n_new, dtype=np.int64)
+        self.popularity = np.concatenate([self.popularity, zeros])
+        self.recent = np.concatenate([self.recent, zeros])
+        self.removed = np.concatenate([self.removed, np.zeros(n_new, dtype=bool)])
         t = self.tables
         self.tables = ItemFeatureTables(
-            torch.cat([t.log_popularity, torch.from_numpy(zeros)]),
-            torch.cat([t.is_cold, torch.ones(len(item_ids))]),
-            torch.cat([t.text, text]),
+            torch.cat([t.log_popularity, torch.zeros(n_new)]),
+            torch.cat([t.is_cold, torch.ones(n_new)]),
+            torch.cat([t.text, torch.from_numpy(np.asarray(text, dtype=np.float32).reshape(n_new, -1))]),
         )
         return new_idx
+
+    def remove_items(self, item_ids: list[str]) -> int:
+        """Never return these items again (the index drops them; the popularity fallback skips
+        them); a user's history keeps them. Returns how many were live."""
+        idx = np.asarray([self.item_idx[self._pos_of[str(i)]] for i in item_ids if self.is_live(str(i))])
+        if len(idx) == 0:
+            return 0
+        self.bundle.index.remove(idx.astype(np.int64))
+        self.removed[idx] = True
+        return len(idx)
+
+    def is_live(self, item_id: str) -> bool:
+        pos = self._pos_of.get(item_id, -1)
+        return pos >= 0 and not self.removed[self.item_idx[pos]]
+
+    def apply_changes(self, changes: list[Any]) -> None:
+        """Replay recorded catalog changes (``recsys.serving.catalog_changes.Change``) in order."""
+        for change in changes:
+            if change.op == "add":
+                self.remove_items([change.item_id])  # a later addition of a live id replaces it
+                self.insert_items(
+                    [change.item_id],
+                    [change.title],
+                    [list(change.categories)],
+                    change.vector[None],
+                    change.text_vector[None],
+                )
+            else:
+                self.remove_items([change.item_id])
+            self.applied_seq = change.seq

@@ -22,21 +22,20 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-import litserve as ls
+from recsys.serving.litserve_adapter import MONITOR_THREAD, AdaptedLitServer
 
 WORKER_MONITOR_S = 0.2  # how often LitServe's monitor checks the inference workers (its default: 2 s)
 
 
-class RecsysServer(ls.LitServer):
+class RecsysServer(AdaptedLitServer):
     """``LitServer`` with a bounded drain on SIGTERM/SIGINT and one shutdown path."""
 
     def __init__(self, *args: Any, drain_s: float = 10.0, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, monitor_s=WORKER_MONITOR_S, graceful_s=float(drain_s), **kwargs)
         self.drain_s = float(drain_s)
-        self.monitor_internal = WORKER_MONITOR_S  # (sic: LitServe's attribute name)
-        self.uvicorn_graceful_timeout = self.drain_s  # uvicorn's bound on finishing open requests
         self.failure: str | None = None  # why the server stopped on its own, if it did
         self.stopped_by: str | None = None  # the signal that stopped it, if one did
         self.drain_seconds: float | None = None
@@ -53,22 +52,23 @@ class RecsysServer(ls.LitServer):
             return 0, f"stopped on {self.stopped_by}; in-flight requests drained in {self.drain_seconds} s"
         return 0, "stopped"
 
-    def _init_manager(self, *args: Any, **kwargs: Any):
+    def manager_started(self, start: Callable[[], Any]) -> Any:
         # the queue manager (a forked child) ignores SIGINT/SIGTERM sent to the whole group (Ctrl+C,
         # systemd's control-group stop): it must outlive the drain; the main shuts it down last
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return super()._init_manager(*args, **kwargs)
+            return start()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _start_server(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+    def before_http_start(self) -> None:
         self._main_pid = os.getpid()
         for sig in (signal.SIGTERM, signal.SIGINT):  # workers and manager are up: the main decides
             signal.signal(sig, self._on_stop_signal)
-        self._http_workers = super()._start_server(*args, **kwargs)
-        return self._http_workers
+
+    def http_started(self, http_workers: dict[Any, Any]) -> None:
+        self._http_workers = http_workers
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         # uvicorn's forked HTTP servers inherit this handler and re-raise the signal once their own
@@ -87,25 +87,24 @@ class RecsysServer(ls.LitServer):
         for w in workers:
             w.join(timeout=max(0.0, started + self.drain_s + 2.0 - time.monotonic()))
         self.drain_seconds = round(time.monotonic() - started, 2)
-        self._shutdown_event.set()
+        self.stop_event.set()
 
-    def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason: str = "normal") -> None:
-        if threading.current_thread() is not threading.main_thread():
-            # LitServe's monitor: a worker died and restarts are off. Record it and wake the main
-            # thread, which shuts down (the manager must outlive the main thread's wait on it).
-            self.failure = "an inference worker died and serve.restart_workers is off"
-            self._shutdown_event.set()
-            return
+    def worker_died(self) -> None:
+        # a worker died and restarts are off: record it and wake the main thread, which shuts
+        # down (the manager must outlive the main thread's wait on it)
+        self.failure = "an inference worker died and serve.restart_workers is off"
+        self.stop_event.set()
+
+    def shutdown(self, finish: Callable[[dict[Any, Any]], None], http_workers: dict[Any, Any]) -> None:
         with self._shutdown_once:
             if self._shut_down:
                 return
             self._shut_down = True
         for thread in threading.enumerate():  # the monitor must not restart the workers stopped next
-            if thread.name == "litserve-monitoring":
+            if thread.name == MONITOR_THREAD:
                 thread.join(timeout=2 * WORKER_MONITOR_S + 1)
-        for worker in self.inference_workers:  # drained: nothing left to finish, no state to save
+        for worker in self.workers:  # drained: nothing left to finish, no state to save
             if worker.is_alive():
                 worker.kill()
                 worker.join(timeout=5)
-        alive = {k: w for k, w in uvicorn_workers.items() if w.is_alive()}  # drained ones are gone
-        super()._perform_graceful_shutdown(manager, alive, shutdown_reason)
+        finish({k: w for k, w in http_workers.items() if w.is_alive()})  # drained ones are gone

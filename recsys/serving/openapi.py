@@ -17,7 +17,9 @@ from recsys.serving.schemas import Detail, Loading
 ERRORS = {
     400: "Malformed request (the body could not be read)",
     401: "Missing or wrong X-API-Key (LIT_SERVER_API_KEY is set)",
+    403: "Catalog changes are disabled (no serve.admin_token), or the bearer token is wrong",
     404: "Unknown user_id or item_id",
+    409: "The item_id is already in the catalog",
     413: "Request body larger than max_payload_bytes",
     422: "Invalid input",
     503: "No inference worker can answer now (loading the bundle, or restarting after a failure); "
@@ -30,7 +32,12 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/recommend", "post"): (400, 413, 422, 503),
     ("/user/{user_id}/history", "get"): (404, 422, 503),
     ("/items/{item_id}", "get"): (404, 422, 503),
+    ("/items", "post"): (400, 401, 403, 409, 413, 422, 503),
+    ("/items/{item_id}", "delete"): (401, 403, 404, 422, 503),
 }
+ADMIN_401 = "Missing bearer token (catalog changes need `Authorization: Bearer <serve.admin_token>`)"
+CREATED = {("/items", "post")}  # answered 201, not 200
+NO_CONTENT = {("/items/{item_id}", "delete")}  # answered 204 without a body
 PLAIN_TEXT = {  # LitServe's own routes that answer text, not JSON
     ("/", "get"): {"200": "litserve running"},
     ("/livez", "get"): {"200": "ok", "503": "not ready"},
@@ -47,7 +54,8 @@ def _json(schema_name: str) -> dict[str, Any]:
 def _error_response(status: int, path: str) -> dict[str, Any]:
     if status == 503 and path == "/health":
         return {"description": "The bundle is still loading", "content": _json("Loading")}
-    response: dict[str, Any] = {"description": ERRORS[status], "content": _json("Error")}
+    description = ADMIN_401 if status == 401 and path.startswith("/items") else ERRORS[status]
+    response: dict[str, Any] = {"description": description, "content": _json("Error")}
     if status == 503:
         response["headers"] = RETRY_AFTER
     return response
@@ -66,6 +74,11 @@ def add_error_responses(schema: dict[str, Any], api_key: bool) -> dict[str, Any]
                     "description": f"`{text}`",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 }
+            if (path, method) in CREATED and "200" in responses:
+                responses["201"] = {**responses.pop("200"), "description": "Created"}
+            if (path, method) in NO_CONTENT and "200" in responses:
+                del responses["200"]
+                responses["204"] = {"description": "Deleted: never recommended or listed again"}
             statuses = ROUTE_ERRORS.get((path, method), ())
             for status in (*statuses, *((401,) if api_key else ())):
                 if status == 422 and "422" in responses:

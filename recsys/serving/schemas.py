@@ -3,10 +3,11 @@
 from typing import Annotated, Any, Literal
 
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_ID_LENGTH = 256
 MAX_POSTED_HISTORY = 10_000
+MAX_TEXT_LENGTH = 20_000
 
 
 class RecommendedItem(BaseModel):
@@ -49,6 +50,30 @@ class ItemInfo(BaseModel):
     categories: list[str]
     popularity: int
     is_warm: bool
+
+
+class NewItem(BaseModel):
+    """An item to add: embedded from its text through the item tower's cold path."""
+
+    model_config = ConfigDict(extra="forbid")
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    title: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
+    text: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        description="the text the item tower reads, as the catalog's items have it (e.g. `Title: … [SEP] "
+        "Genre: … [SEP] Details: … [SEP] Description: …`); default: built from title and categories",
+    )
+    categories: list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]] = Field(
+        default_factory=list, max_length=100
+    )
+
+
+class ItemChange(BaseModel):
+    item_id: str
+    change: Literal["added", "deleted"]
+    seq: int = Field(description="the change's number in the bundle's catalog change log")
 
 
 class Health(BaseModel):
