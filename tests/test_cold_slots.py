@@ -51,4 +51,6 @@ def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="cold_candidates"):
         final_scores(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), "promote")
     with pytest.raises(ValueError, match="cold_candidates"):
-        RankerNet(8, [0], cold_candidates="promote")
+        RankerNet(
+            8, [0], use_embeddings=True, hidden=[4], dropout=0.0, cold_candidates="promote", prior_scale=0.0
+        )

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from recsys.data.derived_settings import DatasetStats, DerivationRules, dataset_stats
 from tests.conftest import compose_config
+
+
+def recipe_rules(**changes) -> DerivationRules:
+    """The recipe's rules (configs/experiment/two_tower.yaml), with ``changes``."""
+    rules = DerivationRules.from_config(compose_config("train", ["experiment=two_tower"]).derive)
+    return dataclasses.replace(rules, **changes)
 
 
 def stats(n_users=22_363, n_items=12_068, n_train=131_413, length=23) -> DatasetStats:
@@ -13,7 +21,7 @@ def stats(n_users=22_363, n_items=12_068, n_train=131_413, length=23) -> Dataset
 
 
 def test_rules_by_hand():
-    rules = DerivationRules()
+    rules = recipe_rules()
     # Beauty-like: 12K items -> exact; length 23 -> 30; 22,363 / 150 = 149 -> 128; 4,000 / 175 steps -> 23
     assert rules.apply(stats()) == {
         "data.max_history": 30,
@@ -27,13 +35,13 @@ def test_rules_by_hand():
         "callbacks.early_stopping.patience": 5,  # ⌈750 / 175⌉
     }
     # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped;
-    # 102,000 / 256 -> 399 steps an epoch -> 4,000 steps in 11 epochs, but the softmax work
+    # 102,000 / 150 -> 512, capped at 128 -> 797 steps an epoch -> 4,000 steps in 6 epochs; the softmax work
     # (3.8M targets × 4,096 columns an epoch) allows 2: the lower bound, 10
     big = rules.apply(stats(n_users=102_000, n_items=434_206, n_train=3_800_000, length=480))
     assert big["model.softmax"] == "sampled" and big["model.num_global_negatives"] == 4096
     assert big["model.logq"] == "both"
     assert (
-        big["data.max_history"] == 200 and big["data.batch_size"] == 256 and big["trainer.max_epochs"] == 10
+        big["data.max_history"] == 200 and big["data.batch_size"] == 128 and big["trainer.max_epochs"] == 10
     )
     # ML-100K-like: few users -> the smallest batch, many epochs (943 / 32 -> 30 steps; 4,000 / 30 -> 134)
     small = rules.apply(stats(n_users=943, n_items=1_682, n_train=97_000, length=500))
@@ -41,10 +49,10 @@ def test_rules_by_hand():
 
 
 def test_softmax_work_caps_the_epochs_of_a_large_file():
-    # Sports-like: 35,598 / 256 -> 140 steps, 4,000 / 140 -> 29 epochs; but 3.7e10 / (189,543 × 18,284)
-    # = 10.7 -> 10 epochs of softmax work
-    sports = DerivationRules().apply(stats(n_users=35_598, n_items=18_284, n_train=189_543))
-    assert sports["data.batch_size"] == 256 and sports["trainer.max_epochs"] == 10
+    # Sports-like: 35,598 / 150 -> 256, capped at 128 -> 279 steps, 4,000 / 279 -> 15 epochs; but
+    # 3.7e10 / (189,543 × 18,284) = 10.7 -> 10 epochs of softmax work
+    sports = recipe_rules().apply(stats(n_users=35_598, n_items=18_284, n_train=189_543))
+    assert sports["data.batch_size"] == 128 and sports["trainer.max_epochs"] == 10
 
 
 def test_windows_and_ema_from_the_users_lengths():
@@ -53,7 +61,7 @@ def test_windows_and_ema_from_the_users_lengths():
     assert four.windows(50) == 4 and four.windows(100) == 3
     # ML-100K-like: 943 users of 300 items at max_history 200 -> 2 windows each, 1,886 / 32 -> 59 steps
     ml = DatasetStats(943, 1682, 97_000, 300, lengths=(300,) * 943)
-    derived = DerivationRules().apply(ml)
+    derived = recipe_rules().apply(ml)
     assert derived["data.max_history"] == 200 and derived["data.batch_size"] == 32
     assert derived["callbacks.ema.decay"] == round(1 - 1 / (3 * 59), 6)
     assert derived["model.lr_patience"] == 6 and derived["callbacks.early_stopping.patience"] == 13
@@ -61,7 +69,7 @@ def test_windows_and_ema_from_the_users_lengths():
 
 @pytest.mark.parametrize(("length", "window"), [(3, 20), (20, 20), (21, 30), (199, 200), (5000, 200)])
 def test_max_history_rounds_up_to_tens_within_range(length, window):
-    assert DerivationRules().apply(stats(length=length))["data.max_history"] == window
+    assert recipe_rules().apply(stats(length=length))["data.max_history"] == window
 
 
 def test_stats_of_a_prepared_dataset(tmp_path):
@@ -109,8 +117,26 @@ def test_train_derives_unless_given_on_the_command_line(tmp_path):
 
 
 def test_recipe_composes_its_rules():
-    cfg = compose_config("train", ["experiment=two_tower"])
-    rules = DerivationRules(
-        **{k: tuple(v) if not isinstance(v, int | float) else v for k, v in cfg.derive.items()}
-    )
+    rules = recipe_rules()
     assert rules.exact_softmax_max_items == 100_000 and rules.max_history_range == (20, 200)
+    assert rules.batch_size_range == (32, 128)
+
+
+def test_a_given_batch_or_window_is_what_the_step_rules_count_with():
+    # Sports-like at a batch of 128 set by the user: 35,598 / 128 -> 279 steps an epoch, so the EMA
+    # spans 3 × 279 steps and the patiences are ⌈300 / 279⌉ and ⌈750 / 279⌉ epochs (not 256's 140)
+    sports = stats(n_users=35_598, n_items=18_284, n_train=189_543)
+    given = recipe_rules().apply(sports, {"data.batch_size": 128})
+    assert given["data.batch_size"] == 128
+    assert given["callbacks.ema.decay"] == round(1 - 1 / (3 * 279), 6)
+    assert given["model.lr_patience"] == 2 and given["callbacks.early_stopping.patience"] == 3
+    # a given window changes the number of windows a user makes: 2 users of 101 at 50 -> 2 × ⌈100 / 50⌉
+    two = DatasetStats(2, 100, 200, 101, lengths=(101, 101))
+    assert (
+        recipe_rules(batch_size_range=(1, 256)).apply(two, {"data.max_history": 50})["data.max_history"] == 50
+    )
+    assert recipe_rules().apply(two, {"data.max_history": 50, "data.batch_size": 2})[
+        "callbacks.ema.decay"
+    ] == (
+        round(1 - 1 / (3 * 2), 6)  # 4 windows / 2 = 2 steps an epoch
+    )

@@ -222,7 +222,7 @@ def test_all_positions_loss_is_the_mean_of_last_position_losses_over_prefixes(en
 
     torch.manual_seed(0)
     build = {"lstm": lstm, "gru": gru, "sasrec": lambda input_dim: SASRecEncoder(input_dim, max_len=6)}
-    tower = UserTower(build[encoder](input_dim=8), dim=8).eval()
+    tower = UserTower(build[encoder](input_dim=8), dim=8, history_dropout=0.0, normalize=True).eval()
     table = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)  # item vectors by id
     windows = [[2, 5, 7, 3, 9, 4], [4, 6, 2], [8, 3]]
     negatives = torch.tensor([3, 4, 11, 12, 15])

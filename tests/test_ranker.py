@@ -21,6 +21,8 @@ from recsys.serving.bundle import Bundle
 from recsys.utils.artifacts import ManifestError
 from tests.conftest import K, assert_evaluation_figures, candidate_datamodule, compose_config, export_bundle
 
+NET = {"dropout": 0.0, "cold_candidates": "rank"}  # RankerNet's remaining arguments in these tests
+
 
 @pytest.fixture(scope="module")
 def retrieval(trained) -> TwoTowerModule:
@@ -239,7 +241,9 @@ def test_factored_single_user_scoring_equals_forward(use_embeddings, prior_scale
 
     torch.manual_seed(0)
     columns = feature_columns(["score", "transition"])
-    net = RankerNet(8, columns, use_embeddings=use_embeddings, hidden=[16, 4], prior_scale=prior_scale).eval()
+    net = RankerNet(
+        8, columns, **NET, use_embeddings=use_embeddings, hidden=[16, 4], prior_scale=prior_scale
+    ).eval()
     if prior_scale:  # a trained correction (it starts at zero)
         for p in net.parameters():
             torch.nn.init.normal_(p)
@@ -256,7 +260,7 @@ def test_score_prior_starts_as_retrieval_and_learns_a_correction(use_embeddings)
 
     torch.manual_seed(0)
     columns = feature_columns(["score", "transition"])
-    net = RankerNet(8, columns, use_embeddings=use_embeddings, hidden=[16], prior_scale=1 / 0.05)
+    net = RankerNet(8, columns, **NET, use_embeddings=use_embeddings, hidden=[16], prior_scale=1 / 0.05)
     user, items, feats = torch.randn(2, 8), torch.randn(2, 5, 8), torch.randn(2, 5, len(FEATURES))
     feats[0, :, FEATURES.index("score")] = torch.tensor([0.9, 0.5, 0.4, 0.1, -0.2])
     feats[0, :, FEATURES.index("transition")] = torch.tensor([0.0, 0.0, 0.0, 3.0, 0.0])
@@ -275,7 +279,7 @@ def test_score_prior_starts_as_retrieval_and_learns_a_correction(use_embeddings)
     net.eval()
     assert net(user, items, feats)[0].argmax().item() == 3
     with pytest.raises(ValueError, match="prior_scale"):
-        RankerNet(8, columns, prior_scale=-1.0)
+        RankerNet(8, columns, **NET, use_embeddings=True, hidden=[16], prior_scale=-1.0)
 
 
 def test_evaluate_reports_every_stage_and_draws_the_figures(trained, tmp_path):

@@ -210,9 +210,31 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(live, tiny_bundle):
     assert all(t >= signalled for t, s, _ in load.results if not isinstance(s, int))
 
 
-def test_schemathesis_finds_no_contract_violation_in_1000_cases(live, tmp_path):
-    server = live()
-    out = subprocess.run(
+@pytest.mark.parametrize("admin_token", [None, "schemathesis-token"], ids=["no-admin-token", "admin-token"])
+def test_schemathesis_finds_no_contract_violation_in_1000_cases(tiny_bundle, tmp_path, admin_token):
+    """The whole API against its OpenAPI document; with an admin token, schemathesis also adds and
+    deletes items (on a copy of the bundle) through the token it is given."""
+    import shutil
+
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    overrides = [f"admin_token={admin_token}"] if admin_token else []
+    auth = ["--header", f"Authorization: Bearer {admin_token}"] if admin_token else []
+    server = LiveServer(bundle, tmp_path, *overrides)
+    try:
+        out = _schemathesis(server, auth, tmp_path)
+    finally:
+        server.stop()
+    report = out.stdout + out.stderr
+    assert out.returncode == 0, report[-6000:]
+    generated = re.search(r"(\d+) generated", report)
+    assert generated and int(generated.group(1)) >= 1000, report[-3000:]
+    assert "No issues found" in report, report[-3000:]
+    if admin_token:  # it did change the catalog, through the token
+        assert (bundle / "catalog_changes.json").is_file()
+
+
+def _schemathesis(server: LiveServer, auth: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -228,17 +250,13 @@ def test_schemathesis_finds_no_contract_violation_in_1000_cases(live, tmp_path):
             "--request-timeout",
             "30",
             "--no-color",
+            *auth,
         ],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=tmp_path,
     )
-    report = out.stdout + out.stderr
-    assert out.returncode == 0, report[-6000:]
-    generated = re.search(r"(\d+) generated", report)
-    assert generated and int(generated.group(1)) >= 1000, report[-3000:]
-    assert "No issues found" in report, report[-3000:]
 
 
 # ---------------------------------------------------------------------- the mechanism, in-process

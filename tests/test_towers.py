@@ -13,7 +13,10 @@ def _tower(**kw):
     text = torch.randn(12, 16)
     text[:2] = 0
     is_warm = np.array([False, False] + [True] * 6 + [False] * 4)
-    return ItemTower(text, is_warm, dim=8, **kw)
+    settings = dict(
+        id_dropout=0.4, use_text=True, use_id=True, fusion="gate", sparse=False, mlp=True, normalize=True
+    )
+    return ItemTower(text, is_warm, dim=8, **(settings | kw))
 
 
 def test_compact_id_rows():
@@ -69,7 +72,7 @@ def test_text_only_and_id_only():
 )
 def test_user_tower_shapes_norms_and_padding_invariance(make):
     torch.manual_seed(0)
-    user = UserTower(make(), dim=8).eval()
+    user = UserTower(make(), dim=8, history_dropout=0.0, normalize=True).eval()
     seq = torch.randn(3, 5, 8)
     lengths = torch.tensor([5, 2, 3])
     out = user(seq, lengths)

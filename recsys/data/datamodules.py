@@ -217,19 +217,21 @@ class SequenceDataModule(BatchedSplits):
         self,
         preparer,
         processed_dir: str,
-        batch_size: int = 256,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        max_history: int | None = None,
-        seed: int = 42,
-        name: str | None = None,
+        *,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        max_history: int | None,
+        seed: int,
+        objective: str,
+        window_stride: int | None,
+        exclude_seen: bool,
+        group_by_length: bool,
+        name: str | None = None,  # the data config's own keys, unused here
         raw_dir: str | None = None,
-        objective: str = "last_position",
-        window_stride: int | None = None,
-        exclude_seen: bool = True,
-        group_by_length: bool = False,
         format: str | None = None,
     ):
+        """Values live in configs/datamodule/sequence.yaml (and each data config): none here."""
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")

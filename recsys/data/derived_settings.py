@@ -74,27 +74,49 @@ def dataset_stats(dataset: PreparedDataset, length_quantile: float) -> DatasetSt
 
 @dataclass(frozen=True)
 class DerivationRules:
-    exact_softmax_max_items: int = 100_000
-    sampled_negatives: int = 4096
-    length_quantile: float = 0.99
-    max_history_range: tuple[int, int] = (20, 200)
-    steps_per_epoch: int = 150
-    batch_size_range: tuple[int, int] = (32, 256)
-    optimizer_steps: int = 4000
-    softmax_work: float = 3.7e10
-    epochs_range: tuple[int, int] = (10, 200)
-    ema_epochs: float = 3.0
-    lr_patience_steps: int = 300
-    early_stopping_steps: int = 750
+    """The rules' parameters: their values live in the recipe's ``derive`` block
+    (configs/experiment/two_tower.yaml), none here."""
 
-    def apply(self, stats: DatasetStats) -> dict[str, Any]:
-        """Dotted config keys -> values."""
+    exact_softmax_max_items: int
+    sampled_negatives: int
+    length_quantile: float
+    max_history_range: tuple[int, int]
+    steps_per_epoch: int
+    batch_size_range: tuple[int, int]
+    optimizer_steps: int
+    softmax_work: float
+    epochs_range: tuple[int, int]
+    ema_epochs: float
+    lr_patience_steps: int
+    early_stopping_steps: int
+
+    @classmethod
+    def from_config(cls, rules: Any) -> DerivationRules:
+        """From an experiment's ``derive`` block (lists become tuples; ``keep`` is not a rule)."""
+        return cls(
+            **{
+                k: tuple(v) if not isinstance(v, int | float | str) else v
+                for k, v in dict(rules).items()
+                if k != "keep"
+            }
+        )
+
+    def apply(self, stats: DatasetStats, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Dotted config keys -> values. ``given``: ``data.max_history`` / ``data.batch_size`` set
+        by the user, which the step-based rules (epochs, EMA, patiences) then count with."""
+        given = given or {}
         lo, hi = self.max_history_range
-        max_history = int(min(max(10 * math.ceil(stats.sequence_length_quantile / 10), lo), hi))
+        max_history = int(
+            given.get("data.max_history")
+            or min(max(10 * math.ceil(stats.sequence_length_quantile / 10), lo), hi)
+        )
         exact = stats.n_items <= self.exact_softmax_max_items
         windows = max(stats.windows(max_history), 1)
         lo, hi = self.batch_size_range
-        batch = int(min(max(2 ** round(math.log2(max(windows / self.steps_per_epoch, 1))), lo), hi))
+        batch = int(
+            given.get("data.batch_size")
+            or min(max(2 ** round(math.log2(max(windows / self.steps_per_epoch, 1))), lo), hi)
+        )
         lo, hi = self.epochs_range
         steps = math.ceil(windows / batch)
         columns = stats.n_items if exact else self.sampled_negatives
@@ -118,18 +140,21 @@ def derive_settings(
     rules: dict[str, Any],
     keep: set[str] = frozenset(),
     exists: Callable[[str], bool] = lambda key: True,
+    value_of: Callable[[str], Any] = lambda key: None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(overrides, report): the derived values and the statistics they came from. Keys in
     ``keep`` (set on the command line) and in the rules' own ``keep`` list (values an experiment
     states, e.g. a tuned one) are not derived: a value the user gives wins; keys for
-    which ``exists`` is false (e.g. a callback the run removed) are left out."""
+    which ``exists`` is false (e.g. a callback the run removed) are left out. A kept window or
+    batch size (``value_of`` reads it) is what the step-based rules count with."""
     rules = dict(rules)
     keep = set(keep) | set(rules.pop("keep", None) or ())  # e.g. a tuned experiment's own values
     if "model.num_global_negatives" in keep:  # a count of negatives given: the configured softmax stays
         keep.add("model.softmax")
-    rules_ = DerivationRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in rules.items()})
+    rules_ = DerivationRules.from_config(rules)
     stats = dataset_stats(dataset, rules_.length_quantile)
-    overrides = {k: v for k, v in rules_.apply(stats).items() if k not in keep and exists(k)}
+    given = {k: value_of(k) for k in ("data.max_history", "data.batch_size") if k in keep}
+    overrides = {k: v for k, v in rules_.apply(stats, given).items() if k not in keep and exists(k)}
     log.info("derived from %s: %s", stats, overrides)
     report = {f"derived/stats/{k}": v for k, v in asdict(stats).items() if k != "lengths"}
     report |= {f"derived/{k}": v for k, v in overrides.items()}
@@ -145,7 +170,11 @@ def derive_into_config(cfg: Any, keep: set[str]) -> dict[str, Any]:
 
     dataset = PreparedDataset.load(cfg.data.processed_dir)
     overrides, report = derive_settings(
-        dataset, cfg.derive, keep, lambda key: OmegaConf.select(cfg, key) is not None
+        dataset,
+        cfg.derive,
+        keep,
+        lambda key: OmegaConf.select(cfg, key) is not None,
+        lambda key: OmegaConf.select(cfg, key),
     )
     OmegaConf.update(cfg, "data.preparer.max_history", cfg.data.preparer.max_history, merge=False)
     for key, value in overrides.items():

@@ -34,14 +34,15 @@ class ItemTower(nn.Module):
         self,
         text_embeddings: torch.Tensor,
         is_warm: np.ndarray,
-        dim: int = 256,
-        id_dropout: float = 0.4,
-        use_text: bool = True,
-        use_id: bool = True,
-        fusion: str = "gate",
-        sparse: bool = False,
-        mlp: bool = True,
-        normalize: bool = True,
+        *,
+        dim: int,
+        id_dropout: float,
+        use_text: bool,
+        use_id: bool,
+        fusion: str,
+        sparse: bool,
+        mlp: bool,
+        normalize: bool,
     ):
         super().__init__()
         if fusion not in ("gate", "concat"):

