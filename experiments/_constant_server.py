@@ -2,6 +2,11 @@
 inference worker and HTTP side on the same CPUs as `python -m recsys.serve` puts them.
 
 python experiments/_constant_server.py PORT [--no-pin]
+python experiments/_constant_server.py PORT --recsys-routes BUNDLE [--no-pin]
+
+``--recsys-routes``: recsys' own routes and request path (``RecsysSpec``: validation, the queue,
+the wait on the worker) with a worker that answers the same fixed list without the graph: what
+the HTTP side costs above the floor, apart from the model's work.
 """
 
 import sys
@@ -25,7 +30,35 @@ class Constant(ls.LitAPI):
         return {"strategy": "two_stage", "items": ITEMS}
 
 
+class _FixedGraph:
+    applied_seq = 0
+
+    def recommend(self, user_id=None, history=None, top_k=10):
+        return {"user_id": user_id, "strategy": "two_stage", "items": ITEMS}
+
+
+class _NoChanges:
+    def changed(self):
+        return False
+
+
+def recsys_routes(bundle: str, worker_cpus):
+    from recsys.serving.api import RecsysAPI, build_server
+
+    class FixedRecsys(RecsysAPI):
+        def setup(self, device):
+            pin_current_thread(self.cpus)
+            self.graph, self.changes = _FixedGraph(), _NoChanges()
+
+    server = build_server(bundle, worker_cpus=worker_cpus)
+    server.litapi_connector.lit_apis[0].__class__ = FixedRecsys
+    return server
+
+
 if __name__ == "__main__":
     worker_cpus = pin_http_side(1, 1) if "--no-pin" not in sys.argv[2:] else None
-    server = ls.LitServer(Constant(worker_cpus), accelerator="cpu", timeout=30)
+    if "--recsys-routes" in sys.argv:
+        server = recsys_routes(sys.argv[sys.argv.index("--recsys-routes") + 1], worker_cpus)
+    else:
+        server = ls.LitServer(Constant(worker_cpus), accelerator="cpu", timeout=30)
     server.run(host="127.0.0.1", port=int(sys.argv[1]), generate_client_file=False, log_level="warning")

@@ -24,6 +24,7 @@ SCRIPT_TOPICS = {
     "check_serving_split": "serving",
     "bench_index": "index",
     "bench_hnsw_ef": "index",
+    "bench_index_size": "index",
     "bench_prepare": "scale",
     "bench_scale": "scale",
     "bench_objective_scale": "scale",

@@ -2,7 +2,8 @@
 
 Starts `python -m recsys.serve` for the bundle and a LitServe server whose predict returns a fixed
 10-item answer (the floor: HTTP + LitServe queueing, no model), both with one inference worker and
-one torch thread, then measures for each: time to ready, sequential latency (p50/p95/p99 over
+one torch thread, and between them recsys' own routes with a worker that answers the same fixed
+list (what our HTTP side adds, apart from the graph's work), then measures for each: time to ready, sequential latency (p50/p95/p99 over
 ``--requests``) and throughput with ``--clients`` concurrent clients for ``--seconds``.
 
     python experiments/bench_serving.py --bundle artifacts/demo/bundle [--requests 1000] [--seconds 30]
@@ -196,6 +197,30 @@ def main() -> None:
         )
     finally:
         stop(floor)
+
+    routes, _ = start(
+        [
+            sys.executable,
+            str(CONSTANT_SERVER),
+            str(floor_port),
+            "--recsys-routes",
+            args.bundle,
+            *(["--no-pin"] if args.no_pin else []),
+        ],
+        floor_port,
+        "/health",
+        env,
+        server_cpus,
+    )
+    try:
+        rows["recsys routes, fixed answer (no graph)"] = measure(
+            lambda c, i: c.get(f"http://127.0.0.1:{floor_port}/recommend/{user_ids[i % len(user_ids)]}"),
+            args.requests,
+            args.clients,
+            args.seconds,
+        )
+    finally:
+        stop(routes)
 
     server, ready_s = start(
         [

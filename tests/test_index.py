@@ -121,3 +121,28 @@ def test_hnsw_quantized_storage_keeps_recall_and_round_trips(storage, min_recall
     np.testing.assert_array_equal(loaded.search(queries, 10)[1], found)
     with pytest.raises(ValueError, match="storage"):
         HNSWIndex(DIM, m=16, ef_construction=200, ef_search=200, storage="pq")
+
+
+def test_sized_index_is_exact_up_to_its_threshold_and_the_large_index_above():
+    import functools
+
+    from recsys.index.sized_index import SizedIndex
+
+    large = functools.partial(HNSWIndex, m=16, ef_construction=100, ef_search=64, storage="flat")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((50, DIM)).astype(np.float32)
+    ids = np.arange(2, 52)
+    small = SizedIndex(DIM, flat_max_items=50, large=large).build(ids, vectors)
+    big = SizedIndex(DIM, flat_max_items=49, large=large).build(ids, vectors)
+    assert small.kind == "flat" and big.kind == "hnsw" and len(small) == len(big) == 50
+    query = vectors[:1]
+    exact = np.argsort(-(vectors @ query[0]), kind="stable")[:5] + 2
+    np.testing.assert_array_equal(small.search(query, 5)[1][0], exact)
+
+
+def test_export_defaults_to_the_sized_index():
+    from tests.conftest import compose_config
+
+    cfg = compose_config("export", ["retrieval_ckpt=x"])
+    assert cfg.index._target_ == "recsys.index.sized_index.SizedIndex" and cfg.index.flat_max_items == 50_000
+    assert cfg.index.large._target_ == "recsys.index.faiss_index.HNSWIndex" and cfg.index.large._partial_

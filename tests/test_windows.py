@@ -109,21 +109,25 @@ def test_windows_from_a_prepared_split_hold_every_train_target(trained):
     assert int((batch["targets"] > 0).sum()) == n_rows
 
 
-def test_length_grouped_batches_cover_every_row_once_within_the_budget():
+def test_length_grouped_batches_cover_every_row_once_in_as_many_batches_every_epoch():
     import torch
 
     from recsys.data.datamodules import LengthGroupedBatches
 
     lengths = torch.tensor([1, 50, 3, 3, 2, 40, 1, 1, 7, 9] * 30)
     batches = LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(0), group_batches=4)
-    budget = batches.budget
-    assert budget == int(8 * lengths.float().mean())  # 8 rows of the mean length: 8 × 11.7 -> 93
     planned = len(batches)
     drawn = list(batches)
     assert len(drawn) == planned  # __len__ announced this epoch's batches
     assert sorted(i for b in drawn for i in b) == list(range(len(lengths)))
-    # each batch pads to its longest row and stays within the budget (a row alone may exceed it)
-    assert all(len(b) * int(lengths[b].max()) <= budget or len(b) == 1 for b in drawn)
+    # as many batches as plain batching makes of each group (9 groups of 32 rows, one of 12: 9 × 4 + 2),
+    # every epoch: Lightning reads the count once and validates when an epoch reaches it
+    assert planned == 38 and [len(list(batches)) for _ in range(5)] == [38] * 5
+    # each batch pads to its longest row: padded items stay near the real ones, where plain batches
+    # of these rows (a 50 in every 8) pad to over 4 times them
+    padded = sum(len(b) * int(lengths[b].max()) for b in drawn)
+    plain = sum(8 * int(lengths[i : i + 8].max()) for i in range(0, len(lengths), 8))
+    assert padded < 1.5 * int(lengths.sum()) < plain / 2
     assert max(len(b) for b in drawn) > 8 > min(len(b) for b in drawn)  # short rows come many to a batch
     again = LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(0), group_batches=4)
     assert list(again) == drawn and list(again) != drawn  # seeded, and a new draw every epoch

@@ -91,9 +91,10 @@ class LengthGroupedBatches(Sampler):
     """Shuffled batches of rows of similar length, each holding about the same number of items.
 
     Each epoch: a random permutation cut into groups of ``group_batches`` batches' worth of rows,
-    each group sorted by length and cut into batches of at most ``batch_size × mean length``
-    padded items (so as many batches as plain batching makes, and short rows come many to a
-    batch), then every batch of the epoch in random order. Sparse data has mostly short
+    each group sorted by length and cut into exactly as many batches as plain batching makes of
+    it (⌈rows / batch_size⌉), each holding about the same number of padded items (short rows come
+    many to a batch), then every batch of the epoch in random order. The count is the same every
+    epoch: Lightning reads it once and validates when an epoch reaches it. Sparse data has mostly short
     histories and a plain batch pads to its longest row: on the Amazon 5-core files most of a
     window batch was padding. ``sampler`` and ``batch_size`` as on ``BatchSampler``.
     """
@@ -103,18 +104,34 @@ class LengthGroupedBatches(Sampler):
     ):
         self.lengths = torch.as_tensor(lengths).clamp(min=1)
         self.batch_size, self.generator, self.group_batches = batch_size, generator, group_batches
-        self.budget = max(int(batch_size * self.lengths.float().mean().item()), int(self.lengths.max()))
         self.sampler = range(len(self.lengths))
         self._next: list[list[int]] | None = None
 
+    @staticmethod
+    def _cut(widths: torch.Tensor, budget: int) -> list[int]:
+        """Start of each batch when length-sorted rows (``widths`` non-increasing) are cut where
+        the padded size (rows × first row's width) would pass ``budget``."""
+        starts, lo, n = [], 0, len(widths)
+        while lo < n:
+            starts.append(lo)
+            lo += max(budget // int(widths[lo]), 1)
+        return starts
+
     def _batches(self, rows: torch.Tensor) -> list[list[int]]:
-        """``rows`` (longest first) cut where the padded size would pass the budget."""
-        widths = self.lengths[rows]  # non-increasing: a batch pads to its first row's width
-        out, lo = [], 0
-        while lo < len(rows):
-            n = max(self.budget // int(widths[lo]), 1)
-            out.append(rows[lo : lo + n].tolist())
-            lo += n
+        """``rows`` (longest first) in ⌈len / batch_size⌉ batches of about equal padded size: the
+        smallest budget whose cut makes at most that many, then the largest batches halved."""
+        k = -(-len(rows) // self.batch_size)
+        widths = self.lengths[rows]
+        lo, hi = int(widths[0]), int(widths.sum())
+        while lo < hi:  # budgets: more batches below, at most k at and above
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if len(self._cut(widths, mid)) <= k else (mid + 1, hi)
+        starts = self._cut(widths, lo)
+        out = [rows[a:b].tolist() for a, b in zip(starts, [*starts[1:], len(rows)], strict=True)]
+        while len(out) < k:  # k <= rows: a batch of two or more rows is left to halve
+            big = max(range(len(out)), key=lambda b: len(out[b]))
+            half = len(out[big]) // 2
+            out[big : big + 1] = [out[big][:half], out[big][half:]]
         return out
 
     def _plan(self) -> list[list[int]]:
