@@ -12,7 +12,9 @@ config value. The rules (``DerivationRules``, the ``derive`` block of an experim
   training-sequence lengths, rounded up to a multiple of 10, within ``max_history_range``: long
   enough for almost every user, no longer (padding is wasted work).
 - **batch_size** (windows a step): the power of two nearest ``windows / steps_per_epoch``, within
-  ``batch_size_range``: about the same number of optimizer steps an epoch on every dataset.
+  ``batch_size_range``: about the same number of optimizer steps an epoch on every dataset, but
+  no more than 128 windows (on the large files 256 learned slower per epoch and no higher).
+  A batch or window the user gives is what the step-based rules below count with.
 - **callbacks.ema.decay**: ``1 − 1 / (ema_epochs × steps an epoch)``: the weight average spans
   about ``ema_epochs`` epochs whatever the number of steps an epoch (with a fixed decay a small
   dataset's average would lag many epochs behind).
