@@ -221,7 +221,13 @@ def test_all_positions_loss_is_the_mean_of_last_position_losses_over_prefixes(en
     from recsys.models.user_tower import SASRecEncoder, UserTower, gru, lstm
 
     torch.manual_seed(0)
-    build = {"lstm": lstm, "gru": gru, "sasrec": lambda input_dim: SASRecEncoder(input_dim, max_len=6)}
+    rnn = {"hidden_dim": 8, "num_layers": 1, "dropout": 0.0, "length_groups": 8}
+    sasrec = {"num_layers": 2, "num_heads": 2, "dropout": 0.2, "feedforward_mult": 1, "layout": "pre_norm"}
+    build = {
+        "lstm": lambda input_dim: lstm(input_dim, **rnn),
+        "gru": lambda input_dim: gru(input_dim, **rnn),
+        "sasrec": lambda input_dim: SASRecEncoder(input_dim, max_len=6, **sasrec),
+    }
     tower = UserTower(build[encoder](input_dim=8), dim=8, history_dropout=0.0, normalize=True).eval()
     table = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)  # item vectors by id
     windows = [[2, 5, 7, 3, 9, 4], [4, 6, 2], [8, 3]]

@@ -7,6 +7,10 @@ import torch
 from recsys.models.item_tower import COLD_IDX, ItemTower, compact_id_rows
 from recsys.models.user_tower import SASRecEncoder, UserTower, gru, lstm
 
+# the encoders' arguments (their values live in configs/model/user_encoder/)
+RNN = {"hidden_dim": 16, "num_layers": 1, "dropout": 0.0, "length_groups": 8}
+SASREC = {"num_layers": 2, "num_heads": 2, "dropout": 0.2, "feedforward_mult": 1, "layout": "pre_norm"}
+
 
 def _tower(**kw):
     torch.manual_seed(0)
@@ -68,7 +72,7 @@ def test_text_only_and_id_only():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: lstm(8, 16), lambda: gru(8, 16), lambda: SASRecEncoder(8, max_len=10)]
+    "make", [lambda: lstm(8, **RNN), lambda: gru(8, **RNN), lambda: SASRecEncoder(8, max_len=10, **SASREC)]
 )
 def test_user_tower_shapes_norms_and_padding_invariance(make):
     torch.manual_seed(0)
@@ -89,7 +93,7 @@ def test_rnn_last_output_equals_packed_final_state(cell):
     from torch.nn.utils.rnn import pack_padded_sequence
 
     torch.manual_seed(0)
-    enc = (lstm if cell == "lstm" else gru)(8, 16, num_layers=2).eval()
+    enc = (lstm if cell == "lstm" else gru)(8, **(RNN | {"num_layers": 2})).eval()
     seq, lengths = torch.randn(4, 7, 8), torch.tensor([7, 1, 4, 2])
     _, state = enc.rnn(pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False))
     final = (state[0] if cell == "lstm" else state)[-1]
@@ -100,8 +104,8 @@ def test_rnn_last_output_equals_packed_final_state(cell):
 def test_rnn_length_groups_match_one_full_width_pass(cell):
     """Running length-sorted slices cut to their own width gives the one-pass outputs and gradients."""
     torch.manual_seed(0)
-    one = (lstm if cell == "lstm" else gru)(8, 16, length_groups=1)
-    sliced = (lstm if cell == "lstm" else gru)(8, 16, length_groups=3)
+    one = (lstm if cell == "lstm" else gru)(8, **(RNN | {"length_groups": 1}))
+    sliced = (lstm if cell == "lstm" else gru)(8, **(RNN | {"length_groups": 3}))
     sliced.load_state_dict(one.state_dict())
     lengths = torch.tensor([9, 1, 4, 2, 9, 6, 3, 0, 5, 7])
     seq = torch.randn(len(lengths), 9, 8)
@@ -116,15 +120,15 @@ def test_rnn_length_groups_match_one_full_width_pass(cell):
     # more slices than rows still works; zero slices is refused
     torch.testing.assert_close(sliced(seq[:2], lengths[:2]), one(seq[:2], lengths[:2]), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="length_groups"):
-        lstm(8, 16, length_groups=0)
+        lstm(8, **(RNN | {"length_groups": 0}))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_rnn_all_position_outputs_are_exact_under_length_slices(cell):
     """The length-sorted slices give every position the output of one full-width pass."""
     torch.manual_seed(0)
-    sliced = {"lstm": lstm, "gru": gru}[cell](input_dim=6, hidden_dim=5, length_groups=3)
-    whole = {"lstm": lstm, "gru": gru}[cell](input_dim=6, hidden_dim=5, length_groups=1)
+    sliced = {"lstm": lstm, "gru": gru}[cell](input_dim=6, **(RNN | {"hidden_dim": 5, "length_groups": 3}))
+    whole = {"lstm": lstm, "gru": gru}[cell](input_dim=6, **(RNN | {"hidden_dim": 5, "length_groups": 1}))
     whole.load_state_dict(sliced.state_dict())
     seq, lengths = torch.randn(7, 9, 6), torch.tensor([9, 1, 4, 7, 2, 9, 5])
     reference, _ = whole.rnn(seq)
@@ -142,7 +146,7 @@ def test_sasrec_reads_a_long_history_as_its_most_recent_items():
     from recsys.models.user_tower import SASRecEncoder
 
     torch.manual_seed(0)
-    encoder = SASRecEncoder(8, max_len=4, num_layers=1, num_heads=2, dropout=0.0).eval()
+    encoder = SASRecEncoder(8, max_len=4, **(SASREC | {"num_layers": 1, "dropout": 0.0})).eval()
     seq = torch.randn(2, 7, 8)
     lengths = torch.tensor([7, 3])
     out = encoder(seq, lengths)

@@ -22,11 +22,12 @@ class RNNEncoder(nn.Module):
     def __init__(
         self,
         input_dim: int,
-        hidden_dim: int = 256,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        cell: str = "lstm",
-        length_groups: int = 8,
+        *,
+        hidden_dim: int,
+        num_layers: int,
+        dropout: float,
+        cell: str,
+        length_groups: int,
     ):
         super().__init__()
         if length_groups < 1:
@@ -74,15 +75,31 @@ class RNNEncoder(nn.Module):
 
 
 def lstm(
-    input_dim: int, hidden_dim: int = 256, num_layers: int = 1, dropout: float = 0.0, length_groups: int = 8
+    input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, length_groups: int
 ) -> RNNEncoder:
-    return RNNEncoder(input_dim, hidden_dim, num_layers, dropout, cell="lstm", length_groups=length_groups)
+    """The values live in configs/model/user_encoder/lstm.yaml (and each bundle's manifest)."""
+    return RNNEncoder(
+        input_dim,
+        hidden_dim=hidden_dim,
+        num_layers=num_layers,
+        dropout=dropout,
+        cell="lstm",
+        length_groups=length_groups,
+    )
 
 
 def gru(
-    input_dim: int, hidden_dim: int = 256, num_layers: int = 1, dropout: float = 0.0, length_groups: int = 8
+    input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, length_groups: int
 ) -> RNNEncoder:
-    return RNNEncoder(input_dim, hidden_dim, num_layers, dropout, cell="gru", length_groups=length_groups)
+    """The values live in configs/model/user_encoder/gru.yaml (and each bundle's manifest)."""
+    return RNNEncoder(
+        input_dim,
+        hidden_dim=hidden_dim,
+        num_layers=num_layers,
+        dropout=dropout,
+        cell="gru",
+        length_groups=length_groups,
+    )
 
 
 class SASRecEncoder(nn.Module):
@@ -99,12 +116,13 @@ class SASRecEncoder(nn.Module):
     def __init__(
         self,
         input_dim: int,
-        max_len: int = 200,
-        num_layers: int = 2,
-        num_heads: int = 2,
-        dropout: float = 0.2,
-        feedforward_mult: int = 1,
-        layout: str = "pre_norm",
+        *,
+        max_len: int,
+        num_layers: int,
+        num_heads: int,
+        dropout: float,
+        feedforward_mult: int,
+        layout: str,
     ):
         super().__init__()
         if layout not in ("pre_norm", "post_norm"):
