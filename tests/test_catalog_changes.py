@@ -117,9 +117,13 @@ def test_missing_or_wrong_token_is_refused_and_without_one_changes_are_off(bundl
         assert {"201", "401", "403", "409"} <= set(paths["/items"]["post"]["responses"])
         assert {"204", "401", "403", "404"} <= set(paths["/items/{item_id}"]["delete"]["responses"])
         assert paths["/items"]["post"]["security"] == [{"HTTPBearer": []}]
+        # a 405 names every method the path answers (GET and DELETE are two routes)
+        allow = client.request("OPTIONS", "/items/NEW-1").headers["allow"]
+        assert client.request("OPTIONS", "/items/NEW-1").status_code == 405 and allow == "DELETE, GET"
     with serving(bundle, token=None) as client:
         off = client.post("/items", json=body, headers=AUTH)
         assert off.status_code == 403 and "disabled" in off.json()["detail"]
+        assert client.post("/items", json=body).status_code == 401  # no credentials: told to send them
     assert not (bundle / FILE).exists()  # nothing was recorded
 
 

@@ -28,7 +28,7 @@ from pydantic import ConfigDict, Field, create_model
 from recsys.serving import litserve_adapter as lsa
 from recsys.serving.catalog_changes import CatalogChangeLog
 from recsys.serving.lifecycle import RecsysServer
-from recsys.serving.openapi import PlainTextContentType, document_responses
+from recsys.serving.openapi import AllowedMethods, PlainTextContentType, document_responses
 from recsys.serving.schemas import (
     ID,
     MAX_ID_LENGTH,
@@ -124,12 +124,13 @@ class RecsysSpec(lsa.LitSpec):
         bearer = HTTPBearer(auto_error=False, description="serve.admin_token (or RECSYS_ADMIN_TOKEN)")
 
         def admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+            # 401 first: a request without credentials is told it needs them, whatever the setting
+            if credentials is None or credentials.scheme.lower() != "bearer":
+                raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
             if self._admin_token is None:
                 raise HTTPException(
                     403, f"catalog changes are disabled: set serve.admin_token or {ADMIN_TOKEN_ENV}"
                 )
-            if credentials is None or credentials.scheme.lower() != "bearer":
-                raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
             # constant time: a wrong token's timing says nothing about the right one
             if not hmac.compare_digest(credentials.credentials.encode(), self._admin_token.encode()):
                 raise HTTPException(403, "wrong admin token")
@@ -340,7 +341,7 @@ def build_server(
         max_payload_size=max_payload_bytes,  # bytes (an int: the middleware compares numbers)
         restart_workers=restart_workers,  # a dead worker (OOM kill) is replaced, not fatal
         drain_s=drain_s,
-        middlewares=[PlainTextContentType],
+        middlewares=[PlainTextContentType, AllowedMethods],
     )
     document_responses(server.app, api_key=lsa.api_key_required(), examples=example_ids(bundle_dir))
     return server

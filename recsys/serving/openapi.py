@@ -131,3 +131,35 @@ class PlainTextContentType:
             await send(message)
 
         await self.app(scope, receive, send_with_type)
+
+
+class AllowedMethods:
+    """ASGI middleware: a 405's ``Allow`` header lists every method the path answers. Starlette
+    names only the methods of the first route that matched the path, and ``GET`` and ``DELETE
+    /items/{item_id}`` are two routes."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_allow(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                methods = sorted(
+                    {
+                        m
+                        for route in getattr(scope.get("app"), "routes", [])
+                        if getattr(route, "methods", None) and route.path_regex.match(scope["path"])
+                        for m in route.methods
+                    }
+                )
+                if methods:
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                    headers.append((b"allow", ", ".join(methods).encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)
