@@ -110,8 +110,7 @@ class TwoTowerModule(LegacyHparams, TwoTowerScoring, L.LightningModule):
         encoder = hydra.utils.instantiate(user_encoder, input_dim=dim)
         self.user_tower = UserTower(encoder, dim=dim, history_dropout=history_dropout, normalize=normalize)
         if compile:
-            self.item_tower = torch.compile(self.item_tower)
-            self.user_tower = torch.compile(self.user_tower)
+            self.item_tower, self.user_tower = torch.compile(self.item_tower), torch.compile(self.user_tower)
         pool = NegativePool(arrays["train_count"], arrays["is_warm"], negative_pool, negative_sampling)
         self.loss = RetrievalSoftmax(
             pool,
@@ -125,8 +124,7 @@ class TwoTowerModule(LegacyHparams, TwoTowerScoring, L.LightningModule):
         )
         # cold_score_offset: added to the score of every text-only item (no trained ID row), the
         # same in evaluation, stage-two candidates and serving (bundle manifest "retrieval")
-        text_only = ~arrays["is_warm"]
-        text_only[:FIRST_ITEM_IDX] = False
+        text_only = ~arrays["is_warm"] & (np.arange(len(arrays["is_warm"])) >= FIRST_ITEM_IDX)  # not padding
         self._score_offsets = torch.from_numpy(text_only.astype(np.float32)) * float(cold_score_offset)
         self._dataset = dataset  # what export and stage two read the catalog from
         self._catalog: torch.Tensor | None = None
@@ -139,9 +137,7 @@ class TwoTowerModule(LegacyHparams, TwoTowerScoring, L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.hparams.objective == "all_positions":
             if "targets" not in batch:
-                raise ValueError(
-                    "objective=all_positions needs window batches (data.objective=all_positions)"
-                )
+                raise ValueError("all_positions training needs window batches (data.objective=all_positions)")
             return self._all_positions_step(batch)
         return self._last_position_step(batch)
 
