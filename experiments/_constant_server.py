@@ -13,6 +13,7 @@ import sys
 
 import litserve as ls
 
+from recsys.serving.api import RecsysAPI, build_server
 from recsys.serving.cpu_affinity import pin_current_thread, pin_http_side
 
 ITEMS = [{"item_id": str(i), "title": "t", "score": 1.0, "rank": i + 1} for i in range(10)]
@@ -42,16 +43,17 @@ class _NoChanges:
         return False
 
 
+class FixedRecsys(RecsysAPI):
+    """recsys' routes and request path with a worker that answers the fixed list (no graph)."""
+
+    def setup(self, device):
+        pin_current_thread(self.cpus)
+        self.graph, self.changes = _FixedGraph(), _NoChanges()
+
+
 def recsys_routes(bundle: str, worker_cpus):
-    from recsys.serving.api import RecsysAPI, build_server
-
-    class FixedRecsys(RecsysAPI):
-        def setup(self, device):
-            pin_current_thread(self.cpus)
-            self.graph, self.changes = _FixedGraph(), _NoChanges()
-
     server = build_server(bundle, worker_cpus=worker_cpus)
-    server.litapi_connector.lit_apis[0].__class__ = FixedRecsys
+    server.litapi_connector.lit_apis[0].__class__ = FixedRecsys  # (module level: spawn pickles it)
     return server
 
 
