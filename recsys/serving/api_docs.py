@@ -163,7 +163,8 @@ def main() -> None:
         with in_process(server) as started, TestClient(started.app) as client:
             while client.get("/health").status_code != 200:
                 time.sleep(0.2)
-            text = render(examples(client, users, items))
+            # /health reports the served path: the bundle's, not the temporary copy's
+            text = render(examples(client, users, items)).replace(str(copy), args.bundle)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")

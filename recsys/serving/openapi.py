@@ -110,56 +110,59 @@ def document_responses(app: FastAPI, api_key: bool, examples: dict[str, str] | N
     app.openapi = openapi
 
 
-class PlainTextContentType:
-    """ASGI middleware: LitServe's ``/`` and ``/livez`` answer text with no Content-Type at all;
-    say ``text/plain`` (what the OpenAPI document promises) wherever a response names none."""
+class _ResponseHeaders:
+    """ASGI middleware base: ``headers(scope, status, headers)`` returns a response's headers
+    (the list it was given, or a new one) as its start message is sent."""
 
     def __init__(self, app: Any):
         self.app = app
+
+    def headers(self, scope: dict[str, Any], status: int, headers: list) -> list:
+        raise NotImplementedError
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_with_type(message: dict[str, Any]) -> None:
+        async def send_rewritten(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == b"content-type" for name, _ in headers):
-                    headers.append((b"content-type", b"text/plain; charset=utf-8"))
-                    message = {**message, "headers": headers}
+                rewritten = self.headers(scope, message["status"], headers)
+                if rewritten is not headers:
+                    message = {**message, "headers": rewritten}
             await send(message)
 
-        await self.app(scope, receive, send_with_type)
+        await self.app(scope, receive, send_rewritten)
 
 
-class AllowedMethods:
-    """ASGI middleware: a 405's ``Allow`` header lists every method the path answers. Starlette
-    names only the methods of the first route that matched the path, and ``GET`` and ``DELETE
+class PlainTextContentType(_ResponseHeaders):
+    """LitServe's ``/`` and ``/livez`` answer text with no Content-Type at all; say
+    ``text/plain`` (what the OpenAPI document promises) wherever a response names none."""
+
+    def headers(self, scope: dict[str, Any], status: int, headers: list) -> list:
+        if any(name.lower() == b"content-type" for name, _ in headers):
+            return headers
+        return [*headers, (b"content-type", b"text/plain; charset=utf-8")]
+
+
+class AllowedMethods(_ResponseHeaders):
+    """A 405's ``Allow`` header lists every method the path answers. Starlette names only the
+    methods of the first route that matched the path, and ``GET`` and ``DELETE
     /items/{item_id}`` are two routes."""
 
-    def __init__(self, app: Any):
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_allow(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 405:
-                methods = sorted(
-                    {
-                        m
-                        for route in getattr(scope.get("app"), "routes", [])
-                        if getattr(route, "methods", None) and route.path_regex.match(scope["path"])
-                        for m in route.methods
-                    }
-                )
-                if methods:
-                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
-                    headers.append((b"allow", ", ".join(methods).encode()))
-                    message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_allow)
+    def headers(self, scope: dict[str, Any], status: int, headers: list) -> list:
+        if status != 405:
+            return headers
+        methods = sorted(
+            {
+                m
+                for route in getattr(scope.get("app"), "routes", [])
+                if getattr(route, "methods", None) and route.path_regex.match(scope["path"])
+                for m in route.methods
+            }
+        )
+        if not methods:
+            return headers
+        kept = [(k, v) for k, v in headers if k.lower() != b"allow"]
+        return [*kept, (b"allow", ", ".join(methods).encode())]
