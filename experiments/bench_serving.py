@@ -8,6 +8,7 @@ list (what our HTTP side adds, apart from the graph's work), then measures for e
 
     python experiments/bench_serving.py --bundle artifacts/demo/bundle [--requests 1000] [--seconds 30]
     python experiments/bench_serving.py --bundle … --fault --seconds 60   # kill the worker midway
+    python experiments/bench_serving.py --fault --workers 2              # … one of two workers
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=int, default=3, help="--fault: servers started and killed, one row each"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="--fault: the server's inference workers (serve.workers)"
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     server_cpus = {int(c) for c in args.server_cpus.split(",")} if args.server_cpus else None
@@ -280,7 +284,15 @@ def main() -> None:
 def run_fault(args, env: dict, base: str, user_ids, placement: str, server_cpus) -> None:
     import json
 
-    argv = [sys.executable, "-m", "recsys.serve", f"bundle={args.bundle}", f"port={args.port}", "threads=1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "recsys.serve",
+        f"bundle={args.bundle}",
+        f"port={args.port}",
+        "threads=1",
+        f"workers={args.workers}",
+    ]
     results, ready = [], []
     for _ in range(args.runs):
         server, ready_s = start(
@@ -294,7 +306,8 @@ def run_fault(args, env: dict, base: str, user_ids, placement: str, server_cpus)
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     lines = [
         f"Bundle `{args.bundle}`: {manifest['n_items']:,} items, index `{manifest['index']['kind']}`, "
-        f"ranker {'on' if manifest.get('ranker') else 'off'}; one inference worker (`serve.restart_workers=true`), "
+        f"ranker {'on' if manifest.get('ranker') else 'off'}; {args.workers} inference worker(s) "
+        f"(`serve.workers={args.workers}`, `serve.restart_workers=true`), one of them killed; "
         f"1 thread; {placement}. Time to ready at start: {', '.join(f'{x:.1f}' for x in ready)} s.",
         f"{args.clients} clients loop over GET /recommend/{{user_id}} for {args.seconds:.0f} s; the inference "
         f"worker gets SIGKILL at {args.seconds / 2:.0f} s and one more request is sent right after it. "

@@ -247,7 +247,11 @@ def write_report(results: Path, table: Path) -> str:
         "recipe, values derived from the data as logged under `derived/*` in each result). Test is "
         "computed in every run and read only here; settings are chosen on validation (a gain of at "
         "least two standard errors, summed over the suite). ndcg@10 and recall@10 rank the full "
-        "catalog with a user's earlier items excluded (kept for Yelp, `exclude_seen: false`).\n\n"
+        "catalog with a user's earlier items excluded (kept for Yelp, `exclude_seen: false`). "
+        "Validation is a seeded sample of 4,096 users where a dataset has more (`split.validation_users`), "
+        "every user otherwise; the other users' second-to-last interactions are training targets. The "
+        "published rows validated every user and trained on none of those; test is the same protocol "
+        "(every user's last interaction, ranked after the same history).\n\n"
         f"{summary}\n\n## Runs\n\n{render_runs(by_dataset)}\n"
     )
     table.parent.mkdir(parents=True, exist_ok=True)

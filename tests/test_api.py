@@ -191,6 +191,9 @@ def test_cpu_split_gives_workers_their_own_cpus():
     assert split_cpus(2, 2, set(range(16))) == ({12, 13, 14, 15}, set(range(12)))
     assert split_cpus(2, 1, {3, 5, 9}) == ({5, 9}, {3})
     assert split_cpus(1, 2, {0, 1}) is None  # nothing left for the HTTP side: no pinning
+    assert split_cpus(2, 1, {0, 1}) == ({1}, {0})  # two workers share the inference CPU
+    assert split_cpus(3, 1, {0, 1, 2, 3}) == ({1, 2, 3}, {0})
+    assert split_cpus(4, 1, {0, 1, 2, 3}) == ({1, 2, 3}, {0})
     assert split_cpus(1, 1, None) is None
 
 

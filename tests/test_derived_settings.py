@@ -140,3 +140,58 @@ def test_a_given_batch_or_window_is_what_the_step_rules_count_with():
     ] == (
         round(1 - 1 / (3 * 2), 6)  # 4 windows / 2 = 2 steps an epoch
     )
+
+
+def test_long_histories_get_the_recurrent_variant():
+    """A median training sequence of at least ``long_history_length`` items (MovieLens) switches to
+    the recipe's ``long_history`` settings (a GRU over item-MLP vectors); short ones (the Amazon and
+    Yelp files) keep SASRec; a user's own choice on the command line is kept."""
+    rules = recipe_rules()
+    assert rules.long_history_length == 50
+    short = DatasetStats(100, 500, 700, 20, lengths=(8,) * 100)
+    assert "model.user_encoder" not in rules.apply(short) and "model.item_mlp" not in rules.apply(short)
+    long = DatasetStats(100, 500, 7_000, 90, lengths=(49,) * 49 + (50,) * 51)  # median 50
+    derived = rules.apply(long)
+    assert derived["model.user_encoder"]["_target_"] == "recsys.models.user_tower.gru"
+    assert derived["model.item_mlp"] is True
+    assert "model.user_encoder" not in rules.apply(DatasetStats(100, 500, 7_000, 90, lengths=(49,) * 100))
+
+
+def test_long_history_rule_in_a_composed_config(tmp_path):
+    """Through ``derive_settings``: the encoder node replaces the recipe's SASRec (reported by its
+    target), unless the command line chose one."""
+    from omegaconf import OmegaConf
+
+    from recsys.data.derived_settings import derive_settings
+
+    cfg = compose_config("train", ["experiment=two_tower", "data=movielens_100k"])
+
+    class Dataset:  # the statistics a 60-item history per user gives
+        n_users, n_items = 10, 40
+
+        def interactions(self, columns):
+            import pyarrow as pa
+
+            return pa.table({"user_idx": [u for u in range(10) for _ in range(61)], "role": [0] * 610})
+
+        def n_rows(self, split):
+            return 600
+
+    overrides, report = derive_settings(Dataset(), cfg.derive)
+    assert report["derived/model.user_encoder"] == "recsys.models.user_tower.gru"
+    assert report["derived/stats/median_length"] == 61
+    OmegaConf.update(cfg, "model.user_encoder", overrides["model.user_encoder"], merge=False)
+    assert cfg.model.user_encoder.hidden_dim == cfg.model.dim  # interpolations resolve in the run's config
+    kept, _ = derive_settings(Dataset(), cfg.derive, keep={"model.user_encoder"})
+    assert "model.user_encoder" not in kept and kept["model.item_mlp"] is True
+
+
+def test_a_validation_sample_is_prepared_in_its_own_directory():
+    def processed_dir(*overrides: str) -> str:
+        return compose_config("train", ["experiment=two_tower", "data=beauty", *overrides]).data.processed_dir
+
+    every = processed_dir("split.validation_users=null")
+    assert every.endswith("/beauty")
+    assert processed_dir() == every + "_val4096"  # the recipe's sample
+    assert processed_dir("split.others=history") == every + "_val4096_history"
+    assert processed_dir("split.seed=3") == every + "_val4096_s3"

@@ -27,6 +27,35 @@ def test_leave_one_out_roles():
     assert roles.tolist() == [TRAIN, TRAIN, VAL, TEST, TRAIN, TEST, TRAIN]
 
 
+@pytest.mark.parametrize("others", ["train", "history"])
+def test_leave_one_out_validates_a_seeded_sample(others):
+    """Two of five eligible users (>= 3 rows) are validated; the others' second-to-last rows are
+    training targets or history only; every other row keeps its role, and the sample is the
+    same whatever ``others``."""
+    users = np.repeat(np.arange(6), [4, 3, 5, 2, 3, 3])
+    ts = np.arange(len(users))
+    roles = LeaveOneOutSplitter(validation_users=2, others=others, seed=7).assign(users, ts)
+    every = LeaveOneOutSplitter().assign(users, ts)
+    eligible = np.flatnonzero(every == VAL)  # the second-to-last rows of users with >= 3 rows
+    assert len(eligible) == 5 and (roles[eligible] == VAL).sum() == 2
+    rest = roles[eligible][roles[eligible] != VAL]
+    assert len(rest) == 3 and (rest == (TRAIN if others == "train" else HISTORY_ONLY)).all()
+    untouched = np.setdiff1d(np.arange(len(users)), eligible)
+    assert (roles[untouched] == every[untouched]).all()
+    again = LeaveOneOutSplitter(validation_users=2, others="train", seed=7).assign(users, ts)
+    assert (np.flatnonzero(again == VAL) == np.flatnonzero(roles == VAL)).all()
+
+
+def test_leave_one_out_sample_at_least_the_users_validates_everyone():
+    users = np.repeat(np.arange(3), 3)
+    every = LeaveOneOutSplitter().assign(users, np.arange(9))
+    assert (LeaveOneOutSplitter(validation_users=3).assign(users, np.arange(9)) == every).all()
+    with pytest.raises(ValueError, match="split.others"):
+        LeaveOneOutSplitter(validation_users=2, others="drop")
+    with pytest.raises(ValueError, match="validation_users"):
+        LeaveOneOutSplitter(validation_users=0)
+
+
 def test_leave_one_out_tie_takes_last_source_row_as_test():
     users = np.array([0, 0, 0, 0])
     items = np.array([10, 11, 12, 13])

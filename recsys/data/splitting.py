@@ -33,8 +33,39 @@ def user_bounds(sorted_users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return start_of_row, np.arange(n) - start_of_row, np.repeat(counts, counts)
 
 
+@dataclass(kw_only=True)
+class ValidationSample:
+    """Which users are validated: ``validation_users`` (a seeded sample of the users that have a
+    validation target), or every one (None, the published protocols). Outside the sample a user's
+    validation target becomes, by ``others``, a training target (``train``: the model also learns
+    the most recent step of most users) or history only (``history``: the training data of the
+    every-user protocol, validated on the sample, for paired comparisons of the two).
+    """
+
+    validation_users: int | None = None
+    others: str = "train"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.others not in ("train", "history"):
+            raise ValueError(f"split.others must be 'train' or 'history', got {self.others!r}")
+        if self.validation_users is not None and self.validation_users < 1:
+            raise ValueError(f"split.validation_users must be >= 1 or null, got {self.validation_users}")
+
+    def sample(self, role: np.ndarray) -> np.ndarray:
+        """``role`` with the validation rows outside the sample reassigned (in place)."""
+        rows = np.flatnonzero(role == VAL)
+        if self.validation_users is None or self.validation_users >= len(rows):
+            return role
+        rng = np.random.default_rng(self.seed)
+        kept = rng.choice(rows, self.validation_users, replace=False)
+        role[rows] = TRAIN if self.others == "train" else HISTORY_ONLY
+        role[kept] = VAL
+        return role
+
+
 @dataclass
-class LeaveOneOutSplitter:
+class LeaveOneOutSplitter(ValidationSample):
     """Last interaction -> test, second-to-last -> val, the rest -> train (users with >= 3 rows).
 
     Users with exactly two rows get a test row only; single-row users only feed training.
@@ -48,15 +79,17 @@ class LeaveOneOutSplitter:
         role = np.full(len(sorted_users), TRAIN, dtype=np.int8)
         role[(length >= 2) & (pos == length - 1)] = TEST
         role[(length >= 3) & (pos == length - 2)] = VAL
-        return role
+        return self.sample(role)
 
 
 @dataclass
-class GlobalTemporalSplitter:
+class GlobalTemporalSplitter(ValidationSample):
     """Cut the timeline at two quantiles: train before the first, val/test targets after.
 
     A user's val (test) target is their first interaction in the val window (after the test
     cut); its history is everything the user did before it, so no future leaks into history.
+    With a validation sample and ``others=train``, the other users' val targets (all before the
+    test cut) are training targets: test stays in the future of everything trained.
     """
 
     val_quantile: float = 0.8
@@ -66,6 +99,7 @@ class GlobalTemporalSplitter:
     needs_clock_time: ClassVar[bool] = True  # one cut across users: per-user ordinals cannot be compared
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 < self.val_quantile < self.test_quantile < 1.0:
             raise ValueError(
                 f"global_temporal needs 0 < val_quantile < test_quantile < 1, got "
@@ -83,7 +117,7 @@ class GlobalTemporalSplitter:
             rows = np.flatnonzero(window & (pos > 0))
             first_per_user = rows[np.unique(start[rows], return_index=True)[1]]
             role[first_per_user] = label
-        return role
+        return self.sample(role)
 
 
 def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:

@@ -19,8 +19,10 @@ def allowed_cpus() -> set[int] | None:
 
 def split_cpus(workers: int, threads: int, allowed: set[int] | None) -> tuple[set[int], set[int]] | None:
     """(worker CPUs, HTTP CPUs): the last ``workers × threads`` allowed CPUs run inference, the rest
-    the HTTP side. None when that leaves nothing to the HTTP side: then nothing is pinned."""
-    need = workers * threads
+    the HTTP side. Where that leaves nothing to the HTTP side, workers share: as few as one
+    worker's ``threads`` (a second worker is mostly a standby that answers while the first
+    restarts). None when not even that leaves a CPU: then nothing is pinned."""
+    need = min(workers * threads, max(threads, len(allowed or ()) - 1))
     if not allowed or len(allowed) <= need:
         return None
     ordered = sorted(allowed)

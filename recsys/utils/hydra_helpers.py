@@ -79,7 +79,7 @@ def command_line_keys() -> set[str]:
     keys = set()
     for override in HydraConfig.get().overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
-        keys.add(key)
+        keys.add(key.replace("/", "."))  # a group choice (model/user_encoder=gru) sets its node
     return keys
 
 
