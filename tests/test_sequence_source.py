@@ -142,3 +142,35 @@ def test_beauty_file_prepares_to_its_published_counts(tmp_path):
     n = sum(len(block) for block in source.iter_interactions())
     # SOURCE.md: 22,363 users / 12,101 items / 198,502 interactions
     assert n == 198_502 and source.stats["lines_read"] == 22_363 and source.stats["malformed_lines"] == 0
+
+
+def _ensure_in_a_process(directory: str, start) -> str:
+    tmp_path = Path(directory)
+    preparer = DatasetPreparer(
+        SequenceFileSource(str(tmp_path), "seq.txt", name="tiny"),
+        str(tmp_path / "prepared"),
+        HashingTextEncoder(dim=8),
+        filters=InteractionFilters(None, None, False, False, 0),
+        progress=False,
+    )
+    start.wait()  # every process asks at the same moment
+    return preparer.ensure().manifest["config_fingerprint"]
+
+
+def test_runs_started_together_prepare_one_dataset_in_turn(tmp_path):
+    """Eight processes ask for the same missing dataset at once (a benchmark's parallel seeds),
+    three times over: each gets it (one prepares, the others wait and find it current), none
+    fails on the directory swap, no staging directory is left behind."""
+    import multiprocessing as mp
+    import shutil
+
+    _write(tmp_path / "seq.txt", PER_USER)
+    context = mp.get_context("spawn")
+    with context.Manager() as manager, context.Pool(8) as pool:
+        for _ in range(3):
+            shutil.rmtree(tmp_path / "prepared", ignore_errors=True)
+            start = manager.Barrier(8)
+            prints = pool.starmap(_ensure_in_a_process, [(str(tmp_path), start)] * 8)
+            assert len(set(prints)) == 1
+    assert PreparedDataset.load(tmp_path / "prepared").n_users == 5
+    assert not [p.name for p in tmp_path.iterdir() if ".staging-" in p.name or ".old-" in p.name]

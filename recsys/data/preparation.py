@@ -31,7 +31,7 @@ from recsys.data.splitting import (
     sequence_order,
 )
 from recsys.data.text_embeddings import TextEncoder, embed_texts
-from recsys.utils.artifacts import ManifestError, read_manifest
+from recsys.utils.artifacts import ManifestError, exclusive_lock, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,15 @@ class DatasetPreparer:
         return manifest.get("config_fingerprint") == self.fingerprint()
 
     def ensure(self) -> PreparedDataset:
-        """Prepare unless an up-to-date dataset is already there."""
-        if self.is_current():
-            return PreparedDataset.load(self.processed_dir, verify=False)
-        if (self.processed_dir / "manifest.json").exists():
-            log.warning("%s was prepared with a different config; preparing again", self.processed_dir)
-        return self.run()
+        """Prepare unless an up-to-date dataset is already there. Runs started together (a
+        benchmark's parallel seeds) take turns: the first prepares, the others find it current."""
+        lock = self.processed_dir.with_name(f".{self.processed_dir.name}.lock")
+        with exclusive_lock(lock):
+            if self.is_current():
+                return PreparedDataset.load(self.processed_dir, verify=False)
+            if (self.processed_dir / "manifest.json").exists():
+                log.warning("%s was prepared with a different config; preparing again", self.processed_dir)
+            return self.run()
 
     def _read_interactions(
         self, stats: Counter

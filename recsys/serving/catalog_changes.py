@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recsys.utils.artifacts import ManifestError, sha256_file, write_json_atomic
+from recsys.utils.artifacts import ManifestError, exclusive_lock, sha256_file, write_json_atomic
 
 FILE = "catalog_changes.json"
 KIND = "recsys-catalog-changes"
@@ -129,14 +127,8 @@ class CatalogChangeLog:
         except (KeyError, ValueError, TypeError) as err:
             raise ManifestError(f"{self.path}: entry {line}: {err}") from None
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.bundle_dir / (FILE + ".lock"), "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self.bundle_dir / (FILE + ".lock"))
 
     def append(self, change: dict[str, Any]) -> Change:
         """Record one change (``op``, ``item_id`` and for an addition ``title``, ``categories``,
