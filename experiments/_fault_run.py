@@ -36,6 +36,24 @@ def spawned_children(parent: int) -> list[int]:
     return pids
 
 
+def lock_holders() -> set[int]:
+    """PIDs holding a flock (``/proc/locks``): a serving worker holds one while it is active
+    (recsys.serving.active_slots), a standby holds none."""
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[1] == "FLOCK":
+            holders.add(int(fields[4]))
+    return holders
+
+
+def active_workers(server_pid: int) -> list[int]:
+    """The server's inference workers that answer requests (all of them without standbys)."""
+    workers = spawned_children(server_pid)
+    active = [pid for pid in workers if pid in lock_holders()]
+    return active or workers
+
+
 def fault_run(base: str, server_pid: int, user_ids: np.ndarray, clients: int, seconds: float) -> dict:
     calls: list[tuple[float, float, int | str]] = []  # (sent, answered, status or error name)
     health: list[tuple[float, int]] = []
@@ -68,6 +86,7 @@ def fault_run(base: str, server_pid: int, user_ids: np.ndarray, clients: int, se
         t.start()
     time.sleep(seconds / 2)
     workers = spawned_children(server_pid)
+    victim = active_workers(server_pid)[0]  # the one answering (a standby would be no fault)
     right_after: dict = {}
 
     def ask_right_after() -> None:
@@ -80,7 +99,7 @@ def fault_run(base: str, server_pid: int, user_ids: np.ndarray, clients: int, se
             right_after["wait_s"] = time.monotonic() - sent
 
     killed_at = time.monotonic()
-    os.kill(workers[0], signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
     probe = threading.Thread(target=ask_right_after)
     probe.start()
     for t in [*threads, probe]:

@@ -8,7 +8,7 @@ list (what our HTTP side adds, apart from the graph's work), then measures for e
 
     python experiments/bench_serving.py --bundle artifacts/demo/bundle [--requests 1000] [--seconds 30]
     python experiments/bench_serving.py --bundle … --fault --seconds 60   # kill the worker midway
-    python experiments/bench_serving.py --fault --workers 2              # … one of two workers
+    python experiments/bench_serving.py --fault --standby 0              # … with no standby worker
 """
 
 from __future__ import annotations
@@ -149,7 +149,10 @@ def main() -> None:
         "--runs", type=int, default=3, help="--fault: servers started and killed, one row each"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="--fault: the server's inference workers (serve.workers)"
+        "--standby",
+        type=int,
+        default=None,
+        help="--fault: the server's standby workers (serve.standby_workers; default: the config's)",
     )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -291,7 +294,7 @@ def run_fault(args, env: dict, base: str, user_ids, placement: str, server_cpus)
         f"bundle={args.bundle}",
         f"port={args.port}",
         "threads=1",
-        f"workers={args.workers}",
+        *([f"standby_workers={args.standby}"] if args.standby is not None else []),
     ]
     results, ready = [], []
     for _ in range(args.runs):
@@ -306,8 +309,9 @@ def run_fault(args, env: dict, base: str, user_ids, placement: str, server_cpus)
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     lines = [
         f"Bundle `{args.bundle}`: {manifest['n_items']:,} items, index `{manifest['index']['kind']}`, "
-        f"ranker {'on' if manifest.get('ranker') else 'off'}; {args.workers} inference worker(s) "
-        f"(`serve.workers={args.workers}`, `serve.restart_workers=true`), one of them killed; "
+        f"ranker {'on' if manifest.get('ranker') else 'off'}; one active inference worker, "
+        f"`serve.standby_workers` {'as configured' if args.standby is None else f'= {args.standby}'}, "
+        "`serve.restart_workers=true`; the active worker is killed; "
         f"1 thread; {placement}. Time to ready at start: {', '.join(f'{x:.1f}' for x in ready)} s.",
         f"{args.clients} clients loop over GET /recommend/{{user_id}} for {args.seconds:.0f} s; the inference "
         f"worker gets SIGKILL at {args.seconds / 2:.0f} s and one more request is sent right after it. "

@@ -35,6 +35,7 @@ def serve(cfg: DictConfig) -> None:
         min_history=cfg.min_history,
         workers=cfg.workers,
         threads=cfg.threads,
+        standby_workers=cfg.standby_workers,
         timeout=cfg.timeout,
         max_payload_bytes=cfg.max_payload_bytes,
         worker_cpus=worker_cpus,

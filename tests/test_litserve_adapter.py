@@ -15,6 +15,7 @@ import litserve as ls
 import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
+from litserve.loops.simple_loops import SingleLoop
 from litserve.utils import LitAPIStatus
 
 from recsys.serving import litserve_adapter as lsa
@@ -117,6 +118,42 @@ def test_lifecycle_internals_exist_with_the_signatures_the_hooks_call():
         "uvicorn_workers",
         "shutdown_reason",
     ]
+
+
+def test_late_start_loop_waits_for_the_api_before_litserves_loop_reads_a_request(tiny_bundle):
+    """The worker loop LitServe calls (lit_api, device, worker_id, request_queue, transport,
+    setup states, callbacks) runs ``before_serving`` first, then LitServe's own one-request loop;
+    and it is what a recsys worker is built with."""
+    base = list(inspect.signature(SingleLoop.__call__).parameters)
+    assert base[:8] == [
+        "self",
+        "lit_api",
+        "device",
+        "worker_id",
+        "request_queue",
+        "transport",
+        "workers_setup_status",
+        "callback_runner",
+    ]
+    calls = []
+
+    class Api:
+        def before_serving(self):
+            calls.append("before")
+
+    def run_base(self, lit_api, *args, **kwargs):
+        calls.append(("loop", args))
+
+    original = SingleLoop.__call__
+    SingleLoop.__call__ = run_base
+    try:
+        lsa.LateStartLoop()(Api(), "cpu", 0, "queue")
+    finally:
+        SingleLoop.__call__ = original
+    assert calls == ["before", ("loop", ("cpu", 0, "queue"))]
+    from recsys.serving.api import RecsysAPI
+
+    assert isinstance(RecsysAPI(tiny_bundle).loop, lsa.LateStartLoop)
 
 
 def test_the_monitor_reads_its_period_and_thread_name_as_the_adapter_sets_them():

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi import HTTPException
 
-from experiments._fault_run import spawned_children
+from experiments._fault_run import active_workers, spawned_children
 from recsys.serving.litserve_adapter import READY, STARTING, ResponseBufferItem
 from tests.conftest import REPO_ROOT
 
@@ -145,7 +145,7 @@ def test_killed_worker_fails_its_requests_with_503_and_the_server_recovers(live,
     """Kill the worker under load until a kill catches it with a request in hand (it may be idle
     between requests at the instant of a kill: its queued requests are then simply served by the
     new worker). Every answer is a 200 or a 503 with a JSON body; the server always recovers."""
-    server = live()
+    server = live("standby_workers=0")  # the restart path (a standby would answer at once)
     load = Load(server.base, _user(tiny_bundle))
     kills, hit = 0, False
     while not hit and kills < 12:
@@ -183,6 +183,40 @@ def test_killed_worker_fails_its_requests_with_503_and_the_server_recovers(live,
     assert 200 in seen[:first_503] and 200 in seen[first_503:], seen[:: max(1, len(seen) // 50)]
     assert server.proc.poll() is None
     print(f"{kills} kill(s): {len(failed)} of {len(statuses)} requests got 503")
+
+
+def test_a_standby_worker_answers_at_once_when_the_active_one_is_killed(live, tiny_bundle):
+    """The default server: one active worker and one standby (serve.standby_workers). Killing the
+    active worker under load: the request sent right after the kill is answered 200 well within a
+    second, /health never reports 503, every answer is 200 or a 503 with a JSON body (requests the
+    dead worker held), and LitServe's replacement becomes the next standby."""
+    server = live()
+    workers = server.worker_pids()
+    assert len(workers) == 2
+    deadline = time.monotonic() + START_TIMEOUT
+    while len(active := active_workers(server.proc.pid)) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the standby's lock attempt comes after its bundle is loaded
+    assert len(active) == 1
+    load = Load(server.base, _user(tiny_bundle))
+    time.sleep(1.0)
+    os.kill(active[0], signal.SIGKILL)
+    sent = time.monotonic()
+    right_after = httpx.get(f"{server.base}/recommend/{_user(tiny_bundle)}", timeout=60)
+    waited = time.monotonic() - sent
+    assert right_after.status_code == 200 and waited < 1.0, (right_after.status_code, waited)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and (
+        len(server.worker_pids()) != 2 or active[0] in server.worker_pids()
+    ):
+        time.sleep(0.1)  # LitServe's monitor replaces the dead worker
+    time.sleep(1.0)
+    load.stop()
+    statuses = [s for _, s, _ in load.results]
+    assert set(statuses) <= {200, 503}, sorted(set(map(str, statuses)))
+    assert all(isinstance(b, dict) and b.get("detail") for _, s, b in load.results if s == 503)
+    assert 503 not in [s for _, s in load.health]  # a worker was ready throughout
+    assert len(server.worker_pids()) == 2 and active[0] not in server.worker_pids()
+    assert len(active_workers(server.proc.pid)) == 1
 
 
 def test_worker_death_with_restarts_off_exits_nonzero_with_a_message(live):

@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ConfigDict, Field, create_model
 
 from recsys.serving import litserve_adapter as lsa
+from recsys.serving.active_slots import ActiveSlots
 from recsys.serving.catalog_changes import CatalogChangeLog
 from recsys.serving.lifecycle import RecsysServer
 from recsys.serving.openapi import AllowedMethods, PlainTextContentType, document_responses
@@ -228,8 +230,12 @@ class RecsysAPI(ls.LitAPI):
         threads: int = 1,
         cpus: set[int] | None = None,
         admin_token: str | None = None,
+        slots: ActiveSlots | None = None,
     ):
-        super().__init__(spec=RecsysSpec(bundle_dir, max_top_k, admin_token=admin_token))
+        super().__init__(
+            spec=RecsysSpec(bundle_dir, max_top_k, admin_token=admin_token), loop=lsa.LateStartLoop()
+        )
+        self.slots = slots  # with standby workers: answer only while holding an active slot
         self.bundle_dir, self.max_top_k, self.min_history, self.threads = (
             bundle_dir,
             max_top_k,
@@ -253,6 +259,13 @@ class RecsysAPI(ls.LitAPI):
         )
         self.changes = change_log(self.bundle_dir)
         self.sync()
+
+    def before_serving(self) -> None:
+        """Called by the worker loop before it reads any request: a standby waits here, loaded,
+        until an active worker is gone (``recsys.serving.active_slots``)."""
+        if self.slots is not None:
+            self.slots.wait_for_one()
+            self.sync()  # changes made while it waited
 
     def sync(self) -> None:
         """Replay catalog changes recorded since this worker last looked (another worker's, or
@@ -315,6 +328,7 @@ def build_server(
     min_history: int = 3,
     workers: int = 1,
     threads: int = 1,
+    standby_workers: int = 0,
     timeout: float = 30,
     max_payload_bytes: int = 1_000_000,
     worker_cpus: set[int] | None = None,
@@ -328,6 +342,7 @@ def build_server(
             "`python -m recsys.export retrieval_ckpt=… ranker_ckpt=… bundle_dir=…`"
         )
     change_log(bundle_dir).changes_since(0)  # a tampered change log stops the start, like a tampered bundle
+    slots = ActiveSlots(tempfile.mkdtemp(prefix="recsys-serve-slots-"), workers) if standby_workers else None
     api = RecsysAPI(
         bundle_dir,
         max_top_k=max_top_k,
@@ -335,11 +350,12 @@ def build_server(
         threads=threads,
         cpus=worker_cpus,
         admin_token=admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
+        slots=slots,
     )
     server = RecsysServer(
         api,
         accelerator="cpu",
-        workers_per_device=workers,
+        workers_per_device=workers + standby_workers,
         timeout=timeout,
         healthcheck_path="/livez",  # LitServe's plain-text liveness; /health is ours (JSON readiness)
         max_payload_size=max_payload_bytes,  # bytes (an int: the middleware compares numbers)

@@ -62,12 +62,14 @@ and `/openapi.json` lists every status each route can return with that body's sc
 | 413 | request body larger than `max_payload_bytes` (default 1 MB) |
 | 422 | invalid input: `top_k` outside 1..`max_top_k` (default 100), a malformed or non-JSON body, |
 |  | unknown body fields, more than 10,000 posted items, ids longer than 256 characters |
-| 503 | no inference worker can answer: the bundle is loading, or a worker died and is being |
-|  | restarted (`serve.restart_workers`, on by default): the requests it held fail at once, new |
-|  | ones are refused until it is back; `Retry-After: 1`. `/health` answers 503 meanwhile. |
+| 503 | no inference worker can answer: the bundle is loading, or a worker died while handling |
+|  | the request; with `serve.standby_workers=0`, also while the dead worker is restarted (new |
+|  | requests are refused until it is back, and `/health` answers 503). `Retry-After: 1`. |
 
-Faults and stops: a killed inference worker (e.g. by the OOM killer) is replaced and reloads the
-bundle; its in-flight requests get the 503 above, never a hang or a dropped connection. SIGTERM or
+Faults and stops: a killed inference worker (e.g. by the OOM killer) is replaced at once by a
+standby worker that has the bundle loaded (`serve.standby_workers`, 1 by default) and restarted in
+the background (`serve.restart_workers`); its in-flight requests get the 503 above, never a hang
+or a dropped connection. SIGTERM or
 Ctrl+C stops the server with exit code 0 and one log line once in-flight requests have finished
 (at most `serve.drain_s`, default 10 s). With `serve.restart_workers=false` a dead worker stops
 the server with a one-line reason and exit code 1, for a supervisor to restart it. LitServe's own

@@ -162,7 +162,8 @@ class InferenceGraph:
             strategy, items, scores = "popular", *self._popular(hist, seen, top_k)
         else:
             strategy, items, scores = "two_stage", *self._two_stage(hist, seen, top_k, cached)
-        out: dict[str, Any] = {
+        out: dict[str, Any] = {  # keys in the order of the response schemas (the JSON as sent)
+            **({"user_id": str(user_id)} if user_id is not None else {}),
             "strategy": strategy,
             "items": [
                 {
@@ -174,9 +175,7 @@ class InferenceGraph:
                 for r, (i, s) in enumerate(zip(items, scores, strict=True))
             ],
         }
-        if user_id is not None:
-            out["user_id"] = str(user_id)
-        else:
+        if user_id is None:
             out["unknown_items"] = unknown
         return out
 

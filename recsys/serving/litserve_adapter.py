@@ -3,8 +3,9 @@
 LitServe's public API registers one POST route per ``LitAPI`` and owns the process lifecycle; our
 contract needs GET routes with path parameters, prompt 503s while no worker can answer, and a
 bounded drain on SIGTERM. Those need a few of its internals: the request queue and response
-buffer a route submits through, the workers' setup states, the error-response decoding, and three
-``LitServer`` methods the lifecycle hooks into. They are named here and nowhere else, LitServe is
+buffer a route submits through, the workers' setup states, the error-response decoding, three
+``LitServer`` methods the lifecycle hooks into, and its one-request worker loop (which a standby
+worker enters late). They are named here and nowhere else, LitServe is
 pinned to the tested minor version (pyproject.toml), and ``tests/test_litserve_adapter.py`` checks
 each one, so an upgrade that moves one fails in CI rather than in production.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import litserve as ls
 import litserve.server as litserve_server
+from litserve.loops.simple_loops import SingleLoop
 from litserve.server import RegularRequestHandler
 from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus, wrap_litserve_start
@@ -32,6 +34,7 @@ __all__ = [
     "READY",
     "STARTING",
     "AdaptedLitServer",
+    "LateStartLoop",
     "LitSpec",
     "ResponseBufferItem",
     "api_key_required",
@@ -43,6 +46,18 @@ __all__ = [
     "worker_key",
     "worker_states",
 ]
+
+
+class LateStartLoop(SingleLoop):
+    """LitServe's one-request worker loop, entered only once ``lit_api.before_serving()`` returns.
+
+    LitServe marks a worker ready when its ``setup`` returns and then runs this loop, which reads
+    the request queue. A standby worker loads its bundle in ``setup`` (ready, as LitServe's own
+    ``/livez`` expects of every worker) and waits in ``before_serving`` without taking requests."""
+
+    def __call__(self, lit_api: Any, *args: Any, **kwargs: Any) -> Any:
+        lit_api.before_serving()
+        return super().__call__(lit_api, *args, **kwargs)
 
 
 def in_process(server: ls.LitServer) -> Any:
