@@ -26,7 +26,7 @@ config value. The rules (``DerivationRules``, the ``derive`` block of an experim
 - **long histories** (the median training sequence has at least ``long_history_length`` items,
   e.g. MovieLens; the Amazon and Yelp files have 5–8): the settings under ``long_history`` apply, a
   GRU user tower over item-MLP vectors. On ML-100K the recipe's SASRec levels off at validation
-  ndcg@10 0.12 and a GRU over item-MLP vectors passes 0.137; on the short sequences SASRec is the
+  ndcg@10 0.12 and a GRU over item-MLP vectors reaches 0.149; on the short sequences SASRec is the
   published state of the art (experiments/log/benchmark.md).
 - **max_epochs**: enough epochs for ``optimizer_steps`` steps in all (at one learning rate the
   runs level off after a similar number of steps, whatever an epoch holds: Beauty after ~2,500),
