@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -382,3 +383,50 @@ def test_ranker_with_held_out_users_reports_its_last_epochs_validation(trained, 
     assert len(log) == 3  # validated every epoch
     # the tested (last) epoch's val/ndcg@10, not a best-of selection
     assert metrics["val_best"] == pytest.approx(float(log["val/ndcg@10"].iloc[-1]))
+
+
+@pytest.fixture(scope="module")
+def holdout_ckpt(trained) -> Path:
+    """The tiny retrieval run again with ``split.skip_last=2`` (fitted before every user's served
+    val and test interactions)."""
+    from recsys.train import train
+    from tests.test_train import TINY
+
+    root, out = trained["root"], trained["root"] / "holdout"
+    overrides = [f"paths.root_dir={root}", *TINY, f"paths.output_dir={out}", "trainer.max_epochs=2"]
+    train(compose_config("train", [*overrides, "split.skip_last=2"]))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_holdout_lists_train_the_ranker_on_the_served_models_last_training_targets(trained, holdout_ckpt):
+    """With ``holdout_ckpt`` the ranker's lists are the holdout model's lists for its test targets:
+    one per user, each at the position of the served data's last training target (never a served
+    val or test target); the test lists stay the served model's."""
+    from recsys.data.dataset import PreparedDataset
+    from recsys.data.splitting import TRAIN
+    from recsys.models.two_tower_module import TwoTowerModule
+
+    dm = candidate_datamodule(
+        trained["retrieval"], num_candidates=K, holdout_fraction=0.25, holdout_ckpt=holdout_ckpt
+    )
+    dm.setup()
+    served = PreparedDataset.load(dm.dataset.path)
+    holdout = PreparedDataset.load(
+        TwoTowerModule.load_from_checkpoint(holdout_ckpt, weights_only=True).hparams.dataset_dir
+    )
+    role = served.interactions(["user_idx", "role"]).to_pandas()
+    last_train = role[role["role"] == TRAIN].reset_index().groupby("user_idx")["index"].last()
+    rows = holdout.read_split("test", ["user_idx", "target", "position"]).to_pandas().set_index("user_idx")
+    assert (role["role"].to_numpy()[rows["position"]] == TRAIN).all()  # no served val or test target
+    assert (rows["position"] == last_train.loc[rows.index]).all()  # the last training target
+    lists = {s: dm.splits[s].candidates for s in ("train", "val")}
+    assert not set(lists["train"].user_idx) & set(lists["val"].user_idx)
+    users = np.concatenate([lists[s].user_idx for s in lists])
+    targets = np.concatenate([lists[s].targets.numpy() for s in lists])
+    assert sorted(users) == sorted(rows.index) and (targets == rows["target"].loc[users].to_numpy()).all()
+    test_users = served.read_split("test", ["user_idx"]).column(0).to_numpy()
+    assert sorted(dm.splits["test"].candidates.user_idx) == sorted(test_users)
+    with pytest.raises(ValueError, match="split.skip_last=2"):
+        candidate_datamodule(
+            trained["retrieval"], num_candidates=K, holdout_ckpt=trained["retrieval"]
+        ).setup()

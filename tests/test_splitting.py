@@ -120,3 +120,27 @@ def test_history_rows_match_bruteforce():
     )
     assert got == expected
     assert max(len(h) for _, h, _, _ in got) == cap
+
+
+def test_skip_last_splits_what_comes_before_the_served_val_and_test():
+    """``skip_last=2``: each user's last two interactions (the served split's val and test) are
+    history only; test is the served model's last training target and val the one before; rows
+    built from it never reach the skipped interactions, in targets or histories."""
+    users = np.repeat(np.arange(4), [6, 4, 3, 2])
+    ts = np.arange(len(users))
+    served = LeaveOneOutSplitter().assign(users, ts)
+    holdout = LeaveOneOutSplitter(skip_last=2).assign(users, ts)
+    # user 0 (rows 0-5): train 0-1, val 2, test 3, skipped 4-5; user 1 (6-9): train 6, test 7,
+    # skipped 8-9; user 2 (10-12): 10 feeds training only, skipped 11-12; user 3 (13-14): skipped
+    assert np.flatnonzero(holdout == TEST).tolist() == [3, 7]
+    assert np.flatnonzero(holdout == VAL).tolist() == [2]
+    assert np.flatnonzero(holdout == HISTORY_ONLY).tolist() == [4, 5, 8, 9, 11, 12, 13, 14]
+    # the holdout's targets are the served model's training targets, never its val or test
+    assert (served[holdout >= VAL] == TRAIN).all()
+    assert set(np.flatnonzero(served >= VAL)) <= set(np.flatnonzero(holdout == HISTORY_ONLY))
+    items = np.arange(len(users)) + 100
+    rows = history_rows(users, items, ts, np.flatnonzero(holdout == TEST), max_history=10)
+    assert rows["target"].to_pylist() == [103, 107]
+    assert rows["history"].to_pylist() == [[100, 101, 102], [106]]
+    with pytest.raises(ValueError, match="skip_last"):
+        LeaveOneOutSplitter(skip_last=-1)

@@ -60,6 +60,7 @@ LEGACY_DATAMODULE = {
     "holdout_fold": 0,
     "max_history": None,
     "features_as_of_request": None,
+    "holdout_ckpt": None,
 }
 
 
@@ -73,6 +74,12 @@ class CandidateDataModule(BatchedSplits):
     one, for cross-validation); ``holdout_fraction=0`` trains on every val user and validates on
     none (a refit, once cross-validation has fixed the epoch count). The **test** split is scored
     exactly like serving would (its lists exclude every earlier item).
+
+    With ``holdout_ckpt`` (a two-tower checkpoint trained on ``split.skip_last=2``: everything
+    before each user's served val and test), training lists are that model's lists for its own
+    test targets, the served model's last training targets: each relates to its model as a test
+    list relates to the served one, and the ranker never learns from lists of the model it is
+    applied to (``holdout_fraction`` of those users validate it).
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class CandidateDataModule(BatchedSplits):
         seed: int,
         num_workers: int,
         holdout_fold: int,
+        holdout_ckpt: str | None,
     ):  # the values live in configs/data/candidates.yaml
         super().__init__()
         if not 0 <= holdout_fraction < 1:
@@ -107,6 +115,7 @@ class CandidateDataModule(BatchedSplits):
         )
         self._as_of_given = features_as_of_request is not None
         self.retrieval_ckpt = Path(retrieval_ckpt)
+        self.holdout_ckpt = Path(holdout_ckpt) if holdout_ckpt else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.holdout_fraction = holdout_fraction
@@ -122,6 +131,11 @@ class CandidateDataModule(BatchedSplits):
             raise FileNotFoundError(
                 f"retrieval_ckpt={self.retrieval_ckpt}: no such checkpoint; train one with "
                 "`python -m recsys.train experiment=two_tower` and pass its best checkpoint"
+            )
+        if self.holdout_ckpt is not None and not self.holdout_ckpt.is_file():
+            raise FileNotFoundError(
+                f"holdout_ckpt={self.holdout_ckpt}: no such checkpoint; train one with the retrieval "
+                "run's overrides plus `split.skip_last=2` and pass its best checkpoint"
             )
 
     def _load_retrieval(self):
@@ -174,6 +188,7 @@ class CandidateDataModule(BatchedSplits):
         else:  # transitions known before each split's targets: train sequences for val, + val for test
             known = {"val": ("train",), "test": ("train", "val")}
             transitions = {s: ItemTransitions.from_dataset(self.dataset, known[s]) for s in known}
+        splits = ("test",) if self.holdout_ckpt is not None else ("val", "test")
         built = {
             split: build_candidates(
                 model,
@@ -185,18 +200,57 @@ class CandidateDataModule(BatchedSplits):
                 transitions[split],
                 catalog=catalog,
             )
-            for split in ("val", "test")
+            for split in splits
         }
         self.splits = {"test": CandidateLists(built["test"], catalog)}
-        if not self.holdout_fraction:  # a refit: every val user's list trains
-            self.splits["train"] = CandidateLists(built["val"], catalog)
+        lists, list_catalog = (
+            self._holdout_lists(model) if self.holdout_ckpt is not None else (built["val"], catalog)
+        )
+        if not self.holdout_fraction:  # a refit: every list trains
+            self.splits["train"] = CandidateLists(lists, list_catalog)
             return
-        users = np.random.default_rng(self.seed).permutation(np.unique(built["val"].user_idx))
+        users = np.random.default_rng(self.seed).permutation(np.unique(lists.user_idx))
         size = max(1, round(len(users) * self.holdout_fraction))
         holdout = users[self.holdout_fold * size : (self.holdout_fold + 1) * size]  # folds: cross-validation
-        in_holdout = np.isin(built["val"].user_idx, holdout)
-        self.splits["train"] = CandidateLists(built["val"].subset(np.flatnonzero(~in_holdout)), catalog)
-        self.splits["val"] = CandidateLists(built["val"].subset(np.flatnonzero(in_holdout)), catalog)
+        in_holdout = np.isin(lists.user_idx, holdout)
+        self.splits["train"] = CandidateLists(lists.subset(np.flatnonzero(~in_holdout)), list_catalog)
+        self.splits["val"] = CandidateLists(lists.subset(np.flatnonzero(in_holdout)), list_catalog)
+
+    def _holdout_lists(self, served: TwoTowerModule) -> tuple[CandidateSet, torch.Tensor]:
+        """The holdout model's lists for its test targets, with features from its own dataset
+        (counts and transitions known before each target), and the catalog they index."""
+        model = TwoTowerModule.load_from_checkpoint(
+            self.holdout_ckpt, map_location="cpu", weights_only=True
+        ).eval()
+        if int(model.hparams.dim) != int(served.hparams.dim):
+            raise ValueError(
+                f"holdout_ckpt={self.holdout_ckpt} has dim {model.hparams.dim}, the served retrieval "
+                f"model {served.hparams.dim}: train both with the same overrides (plus split.skip_last=2)"
+            )
+        dataset = PreparedDataset.load(model.hparams.dataset_dir)
+        if dataset.manifest["config"]["split"].get("skip_last", 0) < 2:
+            raise ValueError(
+                f"holdout_ckpt={self.holdout_ckpt} was trained on {dataset.path}, which does not skip "
+                "the served val and test interactions: train it with split.skip_last=2"
+            )
+        settings = self.settings.with_history_cap(dataset)
+        transitions = (
+            TimedTransitions.from_dataset(dataset)
+            if settings.features_as_of_request
+            else ItemTransitions.from_dataset(dataset, ("train", "val"))
+        )
+        catalog = model.encode_catalog()
+        lists = build_candidates(
+            model,
+            dataset,
+            "test",
+            settings,
+            ItemFeatureTables.from_dataset(dataset),
+            InteractionTimeline.from_dataset(dataset),
+            transitions,
+            catalog=catalog,
+        )
+        return lists, catalog
 
     def val_dataloader(self) -> DataLoader | list:
         if "val" not in self.splits:  # a refit: Lightning skips validation on an empty list

@@ -69,14 +69,27 @@ class LeaveOneOutSplitter(ValidationSample):
     """Last interaction -> test, second-to-last -> val, the rest -> train (users with >= 3 rows).
 
     Users with exactly two rows get a test row only; single-row users only feed training.
+
+    ``skip_last`` > 0 splits what comes before each user's last ``skip_last`` interactions, which
+    stay history only (the future of this split: in no row, no count). With 2 it is the data of a
+    model fitted before the served split's val and test: its test targets are the served model's
+    last training targets, the lists a ranker learns from (``recsys.candidates``).
     """
 
     name: str = "leave_one_out"
     dir_suffix: str = ""  # the prepared directory is <data.name><dir_suffix>: the default split
+    skip_last: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.skip_last < 0:
+            raise ValueError(f"split.skip_last must be >= 0, got {self.skip_last}")
 
     def assign(self, sorted_users: np.ndarray, sorted_timestamps: np.ndarray) -> np.ndarray:
         _, pos, length = user_bounds(sorted_users)
         role = np.full(len(sorted_users), TRAIN, dtype=np.int8)
+        role[pos >= length - self.skip_last] = HISTORY_ONLY
+        length = length - self.skip_last  # what this split divides
         role[(length >= 2) & (pos == length - 1)] = TEST
         role[(length >= 3) & (pos == length - 2)] = VAL
         return self.sample(role)

@@ -5,16 +5,14 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 
-def split_dir_suffix(validation_users: int | None, others: str, seed: int) -> str:
-    """Where a leave-one-out split with a validation sample is prepared: next to the every-user
-    split (``""``), never over it, one directory per sample."""
+def split_dir_suffix(validation_users: int | None, others: str, seed: int, skip_last: int = 0) -> str:
+    """Where a split with a validation sample (or skipped last interactions) is prepared: next to
+    the plain split (``""``), never over it, one directory per variant."""
+    suffix = f"_skip{skip_last}" if skip_last else ""
     if validation_users is None:
-        return ""
-    return (
-        f"_val{validation_users}"
-        + ("" if others == "train" else f"_{others}")
-        + (f"_s{seed}" if seed else "")
-    )
+        return suffix
+    suffix += f"_val{validation_users}" + ("" if others == "train" else f"_{others}")
+    return suffix + (f"_s{seed}" if seed else "")
 
 
 def register() -> None:
