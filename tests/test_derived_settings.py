@@ -111,8 +111,10 @@ def test_train_derives_unless_given_on_the_command_line(tmp_path):
     assert metrics["derived/data.max_history"] == 20 and metrics["derived/model.softmax"] == "exact"
     assert "derived/data.batch_size" not in metrics and "derived/trainer.max_epochs" not in metrics
     assert metrics["epochs_done"] == 1 and metrics["text_used"] is False and metrics["exclude_seen"] is True
-    # the prepared data keeps the configured cap (evaluate and export compose the same data config)
-    manifest = json.loads((tmp_path / "data" / "processed" / "sequences" / "manifest.json").read_text())
+    # the prepared data keeps the configured cap (evaluate and export compose the same data config);
+    # it sits in the recipe's validation-sample directory (with 5 users the sample is every user)
+    prepared = tmp_path / "data" / "processed" / "sequences_val4096"
+    manifest = json.loads((prepared / "manifest.json").read_text())
     assert manifest["config"]["max_history"] == 100
 
 
