@@ -52,3 +52,13 @@ def test_slots_go_one_per_process_then_none(tmp_path):
 def test_no_slots_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="active slots must be >= 1"):
         ActiveSlots(tmp_path, 0)
+
+
+def test_the_server_starts_active_plus_standby_workers_sharing_one_slot_per_active(tiny_bundle):
+    from recsys.serving.api import build_server
+
+    server = build_server(tiny_bundle, workers=1, standby_workers=1)
+    api = server.litapi_connector.lit_apis[0]
+    assert server.workers_per_device == 2
+    assert api.slots.slots == 1 and api.slots.directory.is_dir()
+    assert build_server(tiny_bundle).litapi_connector.lit_apis[0].slots is None  # no standby: no lock

@@ -8,9 +8,11 @@ work runs in ``RecsysAPI`` workers (``setup`` loads the bundle once per worker).
 """
 
 import asyncio
+import atexit
 import hmac
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -342,7 +344,11 @@ def build_server(
             "`python -m recsys.export retrieval_ckpt=… ranker_ckpt=… bundle_dir=…`"
         )
     change_log(bundle_dir).changes_since(0)  # a tampered change log stops the start, like a tampered bundle
-    slots = ActiveSlots(tempfile.mkdtemp(prefix="recsys-serve-slots-"), workers) if standby_workers else None
+    slots = None
+    if standby_workers:
+        slots_dir = tempfile.mkdtemp(prefix="recsys-serve-slots-")
+        atexit.register(shutil.rmtree, slots_dir, ignore_errors=True)  # the main process's exit
+        slots = ActiveSlots(slots_dir, workers)
     api = RecsysAPI(
         bundle_dir,
         max_top_k=max_top_k,
