@@ -83,6 +83,20 @@ def start(
     raise TimeoutError(f"server on port {port} not ready in 180 s")
 
 
+def serve_argv(args: argparse.Namespace, *overrides: str) -> list[str]:
+    """``python -m recsys.serve`` on the bundle and port, one thread, pinned unless ``--no-pin``."""
+    return [
+        sys.executable,
+        "-m",
+        "recsys.serve",
+        f"bundle={args.bundle}",
+        f"port={args.port}",
+        "threads=1",
+        f"pin_cpus={not args.no_pin}",
+        *overrides,
+    ]
+
+
 def measure(call, requests: int, clients: int, seconds: float, warmup: int = 50) -> dict:
     with httpx.Client(timeout=30) as client:
         for i in range(warmup):
@@ -230,15 +244,7 @@ def main() -> None:
         stop(routes)
 
     server, ready_s = start(
-        [
-            sys.executable,
-            "-m",
-            "recsys.serve",
-            f"bundle={args.bundle}",
-            f"port={args.port}",
-            "threads=1",
-            f"pin_cpus={not args.no_pin}",
-        ],
+        serve_argv(args),
         args.port,
         "/health",
         env,
@@ -287,20 +293,10 @@ def main() -> None:
 def run_fault(args, env: dict, base: str, user_ids, placement: str, server_cpus) -> None:
     import json
 
-    argv = [
-        sys.executable,
-        "-m",
-        "recsys.serve",
-        f"bundle={args.bundle}",
-        f"port={args.port}",
-        "threads=1",
-        *([f"standby_workers={args.standby}"] if args.standby is not None else []),
-    ]
+    argv = serve_argv(args, *([f"standby_workers={args.standby}"] if args.standby is not None else []))
     results, ready = [], []
     for _ in range(args.runs):
-        server, ready_s = start(
-            [*argv, f"pin_cpus={not args.no_pin}"], args.port, "/health", env, server_cpus
-        )
+        server, ready_s = start(argv, args.port, "/health", env, server_cpus)
         try:
             results.append(fault_run(base, server.pid, user_ids, args.clients, args.seconds))
             ready.append(ready_s)

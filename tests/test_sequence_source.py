@@ -84,19 +84,24 @@ def test_no_valid_line_is_an_error_naming_the_file(tmp_path):
         SequenceFileSource(str(tmp_path), "seq.txt", layout="columns")
 
 
-def _prepare(tmp_path: Path, exclude_seen: bool = True, splitter=None) -> PreparedDataset:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    _write(tmp_path / "seq.txt", PER_USER)
-    preparer = DatasetPreparer(
+def _preparer(tmp_path: Path, **options) -> DatasetPreparer:
+    """The tiny file ``seq.txt`` in ``tmp_path`` prepared into ``tmp_path / "prepared"``."""
+    return DatasetPreparer(
         SequenceFileSource(str(tmp_path), "seq.txt", name="tiny"),
         str(tmp_path / "prepared"),
         HashingTextEncoder(dim=8),
         filters=InteractionFilters(None, None, False, False, 0),
-        exclude_seen=exclude_seen,
         progress=False,
-        **({"splitter": splitter} if splitter else {}),
+        **options,
     )
-    return preparer.run()
+
+
+def _prepare(tmp_path: Path, exclude_seen: bool = True, splitter=None) -> PreparedDataset:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    _write(tmp_path / "seq.txt", PER_USER)
+    return _preparer(
+        tmp_path, exclude_seen=exclude_seen, **({"splitter": splitter} if splitter else {})
+    ).run()
 
 
 def test_prepared_manifest_says_ordinal_time_and_no_text(tmp_path):
@@ -145,14 +150,7 @@ def test_beauty_file_prepares_to_its_published_counts(tmp_path):
 
 
 def _ensure_in_a_process(directory: str, start) -> str:
-    tmp_path = Path(directory)
-    preparer = DatasetPreparer(
-        SequenceFileSource(str(tmp_path), "seq.txt", name="tiny"),
-        str(tmp_path / "prepared"),
-        HashingTextEncoder(dim=8),
-        filters=InteractionFilters(None, None, False, False, 0),
-        progress=False,
-    )
+    preparer = _preparer(Path(directory))
     start.wait()  # every process asks at the same moment
     return preparer.ensure().manifest["config_fingerprint"]
 

@@ -64,6 +64,29 @@ LEGACY_DATAMODULE = {
 }
 
 
+def model_lists(
+    model: TwoTowerModule, dataset: PreparedDataset, settings: CandidateSettings, splits: tuple[str, ...]
+) -> tuple[dict[str, CandidateSet], torch.Tensor]:
+    """A retrieval model's candidate lists for ``splits`` of its dataset, with their features (counts
+    and transitions known before each split's targets), and the catalog the lists index."""
+    tables = ItemFeatureTables.from_dataset(dataset)
+    timeline = InteractionTimeline.from_dataset(dataset)
+    catalog = model.encode_catalog()
+    if settings.features_as_of_request:
+        timed = TimedTransitions.from_dataset(dataset)
+        transitions = {"val": timed, "test": timed}
+    else:  # transitions known before each split's targets: train sequences for val, + val for test
+        known = {"val": ("train",), "test": ("train", "val")}
+        transitions = {s: ItemTransitions.from_dataset(dataset, known[s]) for s in splits}
+    built = {
+        split: build_candidates(
+            model, dataset, split, settings, tables, timeline, transitions[split], catalog=catalog
+        )
+        for split in splits
+    }
+    return built, catalog
+
+
 class CandidateDataModule(BatchedSplits):
     """Ranker data: top-K lists of a trained two-tower model, built from out-of-sample users.
 
@@ -179,29 +202,8 @@ class CandidateDataModule(BatchedSplits):
         if self.splits:
             return
         model = self._load_retrieval()
-        tables = ItemFeatureTables.from_dataset(self.dataset)
-        timeline = InteractionTimeline.from_dataset(self.dataset)
-        catalog = model.encode_catalog()
-        if self.settings.features_as_of_request:
-            timed = TimedTransitions.from_dataset(self.dataset)
-            transitions = {"val": timed, "test": timed}
-        else:  # transitions known before each split's targets: train sequences for val, + val for test
-            known = {"val": ("train",), "test": ("train", "val")}
-            transitions = {s: ItemTransitions.from_dataset(self.dataset, known[s]) for s in known}
         splits = ("test",) if self.holdout_ckpt is not None else ("val", "test")
-        built = {
-            split: build_candidates(
-                model,
-                self.dataset,
-                split,
-                self.settings,
-                tables,
-                timeline,
-                transitions[split],
-                catalog=catalog,
-            )
-            for split in splits
-        }
+        built, catalog = model_lists(model, self.dataset, self.settings, splits)
         self.splits = {"test": CandidateLists(built["test"], catalog)}
         lists, list_catalog = (
             self._holdout_lists(model) if self.holdout_ckpt is not None else (built["val"], catalog)
@@ -233,24 +235,8 @@ class CandidateDataModule(BatchedSplits):
                 f"holdout_ckpt={self.holdout_ckpt} was trained on {dataset.path}, which does not skip "
                 "the served val and test interactions: train it with split.skip_last=2"
             )
-        settings = self.settings.with_history_cap(dataset)
-        transitions = (
-            TimedTransitions.from_dataset(dataset)
-            if settings.features_as_of_request
-            else ItemTransitions.from_dataset(dataset, ("train", "val"))
-        )
-        catalog = model.encode_catalog()
-        lists = build_candidates(
-            model,
-            dataset,
-            "test",
-            settings,
-            ItemFeatureTables.from_dataset(dataset),
-            InteractionTimeline.from_dataset(dataset),
-            transitions,
-            catalog=catalog,
-        )
-        return lists, catalog
+        built, catalog = model_lists(model, dataset, self.settings.with_history_cap(dataset), ("test",))
+        return built["test"], catalog
 
     def val_dataloader(self) -> DataLoader | list:
         if "val" not in self.splits:  # a refit: Lightning skips validation on an empty list
