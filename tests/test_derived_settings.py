@@ -36,7 +36,7 @@ def test_rules_by_hand():
     }
     # the reference scale: 434K items -> 4,096 sampled negatives with logQ; long histories capped;
     # 102,000 / 150 -> 512, capped at 128 -> 797 steps an epoch -> 4,000 steps in 6 epochs; the softmax work
-    # (3.8M targets × 4,096 columns an epoch) allows 2: the lower bound, 10
+    # (3.8M targets × 4,096 columns an epoch) allows 4: the lower bound, 10
     big = rules.apply(stats(n_users=102_000, n_items=434_206, n_train=3_800_000, length=480))
     assert big["model.softmax"] == "sampled" and big["model.num_global_negatives"] == 4096
     assert big["model.logq"] == "both"
@@ -49,10 +49,21 @@ def test_rules_by_hand():
 
 
 def test_softmax_work_caps_the_epochs_of_a_large_file():
-    # Sports-like: 35,598 / 150 -> 256, capped at 128 -> 279 steps, 4,000 / 279 -> 15 epochs; but
-    # 3.7e10 / (189,543 × 18,284) = 10.7 -> 10 epochs of softmax work
-    sports = recipe_rules().apply(stats(n_users=35_598, n_items=18_284, n_train=189_543))
-    assert sports["data.batch_size"] == 128 and sports["trainer.max_epochs"] == 10
+    # Sports-like: 35,598 / 150 -> 256, capped at 128 -> 279 steps, 4,000 / 279 -> 15 epochs, within
+    # 6.5e10 / (221,045 × 18,346) = 16.0 epochs of softmax work
+    sports = recipe_rules().apply(stats(n_users=35_598, n_items=18_346, n_train=221_045))
+    assert sports["data.batch_size"] == 128 and sports["trainer.max_epochs"] == 15
+    # Yelp-like: 30,431 users -> 238 steps, 4,000 / 238 -> 17 epochs; the softmax work allows
+    # 6.5e10 / (251,396 × 20,032) = 12.9 -> 12
+    yelp = recipe_rules().apply(stats(n_users=30_431, n_items=20_032, n_train=251_396))
+    assert yelp["trainer.max_epochs"] == 12
+    # a smaller work budget binds the larger file first
+    assert (
+        recipe_rules(softmax_work=3.7e10).apply(stats(n_users=35_598, n_items=18_346, n_train=221_045))[
+            "trainer.max_epochs"
+        ]
+        == 10
+    )
 
 
 def test_windows_and_ema_from_the_users_lengths():
