@@ -243,3 +243,17 @@ def test_ranking_map_matches_brute_force_with_negative_scores():
     # list 1 by score: items 1, 2, 0 -> relevant at rank 2 -> 1/2
     assert values["map@3"].item() == pytest.approx((1.0 + 0.5) / 2)
     assert values["hitrate@3"].item() == pytest.approx(1.0)
+
+
+def test_cold_first_random_is_k_over_the_cold_items():
+    from recsys.evaluation.baselines import cold_first_random
+
+    # two padding rows, then items 2..8: 2, 5 and 8 warm -> 4 cold items
+    is_warm = np.array([False, False, True, False, False, True, False, False, True])
+    assert cold_first_random([1, 2, 10], is_warm) == {
+        "cold_first_random/n_cold_items": 4.0,
+        "cold_first_random/recall@1": 0.25,
+        "cold_first_random/recall@2": 0.5,
+        "cold_first_random/recall@10": 1.0,
+    }
+    assert cold_first_random([10], np.array([False, False, True, True])) == {}  # nothing cold

@@ -190,6 +190,11 @@ def test_two_stage_metric_equals_brute_force(trained):
     assert metrics["two_stage/ndcg@10"] == pytest.approx(np.mean(ndcg), abs=1e-6)
     # the ranker re-orders the retrieved K: recall@K is retrieval's
     assert np.mean(recall_k) == pytest.approx(metrics["retrieval/recall@50"], abs=1e-9)
+    # the cold-first random baseline beside the cold segments, at the ks within K
+    assert metrics["two_stage_cold/n_users"] > 0  # synthetic fresh releases
+    n_cold = metrics["cold_first_random/n_cold_items"]
+    assert metrics["cold_first_random/recall@10"] == min(1.0, 10 / n_cold)
+    assert "cold_first_random/recall@100" not in metrics  # beyond the K = 50 re-ranked
 
 
 def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):

@@ -50,6 +50,12 @@ def test_train_writes_metrics_json_with_all_keys(tmp_path):
         assert f"{seg}/recall@10" in saved and f"{seg}/ndcg@10" in saved
     n_seg = saved["retrieval_cold/n_users"] + saved["retrieval_warm/n_users"]
     assert n_seg == saved["retrieval/n_users"] == saved["n_users"]
+    # synthetic fresh releases are cold test targets: the cold-first random baseline stands beside them
+    assert saved["retrieval_cold/n_users"] > 0
+    n_cold = saved["cold_first_random/n_cold_items"]
+    assert 0 < n_cold < saved["n_items"]
+    for k in ks:
+        assert saved[f"cold_first_random/recall@{k}"] == min(1.0, k / n_cold)
     assert metrics == saved
 
 

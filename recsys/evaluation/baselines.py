@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.data.dataset import FIRST_ITEM_IDX
 from recsys.evaluation.retrieval import RankResult, ScoreFn, rank_static_scores, static_order
 
 
@@ -19,6 +20,19 @@ def text_content_scores(history: torch.Tensor, lengths: torch.Tensor, text: torc
     profile = (unit[history] * valid[..., None]).sum(1) / lengths.clamp(min=1)[:, None].float()
     profile = F.normalize(profile, dim=-1)
     return lambda items: profile @ unit[items].T
+
+
+def cold_first_random(ks: list[int], is_warm: np.ndarray) -> dict[str, float]:
+    """``cold_first_random/recall@k``: the expected cold-target recall of a list that puts the
+    catalog's cold items (no training interaction) first in a random order, min(1, k / cold
+    items); ``n_cold_items`` beside it. What a cold metric earns without knowing anything but
+    which items are new. ``is_warm`` is indexed by item_idx (padding rows first)."""
+    n_cold = int((~np.asarray(is_warm, dtype=bool)[FIRST_ITEM_IDX:]).sum())
+    if n_cold == 0:
+        return {}
+    return {"cold_first_random/n_cold_items": float(n_cold)} | {
+        f"cold_first_random/recall@{k}": min(1.0, k / n_cold) for k in sorted(ks)
+    }
 
 
 class PopularityBaseline(nn.Module):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from recsys.data.dataset import PreparedDataset, item_arrays
+from recsys.evaluation.baselines import cold_first_random
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.ranking import CandidateListMetrics, reranked, two_stage_ranks
 
@@ -23,6 +24,7 @@ class CandidateListEvaluator(nn.Module):
         arrays = item_arrays(dataset)
         n, text = dataset.n_items, np.asarray(dataset.text_embeddings(mmap=False), dtype=np.float32)
         self.n_items = n
+        self._is_warm = arrays["is_warm"]
         list_args = (test_ks, n, arrays["is_warm"], arrays["train_count"], text)
         self.val_two_stage = FullCatalogRetrievalMetrics([10], n, arrays["is_warm"], list_metrics=False)
         self.val_retrieval = FullCatalogRetrievalMetrics([10], n, arrays["is_warm"], list_metrics=False)
@@ -76,6 +78,9 @@ class CandidateListEvaluator(nn.Module):
                     if k is None or k_max is None or k <= k_max:
                         results[f"{name}/{key}"] = value
             metric.reset()
+        if results.get("two_stage_cold/n_users"):
+            ks = [k for k in self.two_stage_metrics.ks if k_max is None or k <= k_max]
+            results |= cold_first_random(ks, self._is_warm)
         results.update({f"ranking/{k}": float(v) for k, v in self.ranking_metrics.compute().items()})
         self.ranking_metrics.reset()
         return results, details

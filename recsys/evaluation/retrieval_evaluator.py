@@ -11,7 +11,7 @@ from torch import nn
 
 from recsys.data.dataset import PreparedDataset, item_arrays
 from recsys.data.seen_items import SeenItems
-from recsys.evaluation.baselines import PopularityBaseline
+from recsys.evaluation.baselines import PopularityBaseline, cold_first_random
 from recsys.evaluation.metrics import FullCatalogRetrievalMetrics
 from recsys.evaluation.retrieval import RankResult, ScoreFn, rank_full_catalog
 
@@ -60,6 +60,7 @@ class RetrievalEvaluator(nn.Module):
         arrays = item_arrays(dataset)
         n_items = dataset.n_items
         self.popularity = PopularityBaseline(arrays["train_count"])
+        self._is_warm = arrays["is_warm"]
         self.val_metrics = FullCatalogRetrievalMetrics(
             list(val_ks or [10, 20, 50]), n_items, arrays["is_warm"], list_metrics=False
         )
@@ -105,6 +106,8 @@ class RetrievalEvaluator(nn.Module):
         results = self.test_metrics.flat_results("retrieval") | self.popularity_metrics.flat_results(
             "popularity"
         )
+        if results.get("retrieval_cold/n_users"):
+            results |= cold_first_random(self.test_metrics.ks, self._is_warm)
         if self.content_metrics is not None:
             results |= self.content_metrics.flat_results("text_content")
             self.content_metrics.reset()
