@@ -45,6 +45,11 @@ VARIANTS: dict[str, list[str]] = {
     "hidden_128": ["model.hidden=[128,64]"],
     "dropout_04": ["model.dropout=0.4"],
     "no_transition": ["model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold]"],
+    # the user's history in the candidate's categories (share, recency): ML-100K genres (issue 32)
+    "categories": [
+        "model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold,transition,"
+        "category_share,category_recency]"
+    ],
     # popularity and transitions counted from every interaction before each request (issue 17);
     # the default follows the split (leave-one-out: train counts), so this shows the LOO time leak
     "as_of_request": ["data.features_as_of_request=true"],

@@ -16,7 +16,7 @@ from recsys.candidates.settings import CandidateSettings
 from recsys.data.seen_items import SeenItems
 from recsys.evaluation.ranking import reranked, two_stage_ranks
 from recsys.features.ranker_features import FEATURES, InteractionTimeline, ItemFeatureTables, ItemTransitions
-from recsys.models.ranker_module import ranker_loss
+from recsys.models.ranker_module import RankerModule, ranker_loss
 from recsys.models.two_tower_module import TwoTowerModule
 from recsys.serving.bundle import Bundle
 from recsys.utils.artifacts import ManifestError
@@ -145,8 +145,6 @@ def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
 
 
 def test_two_stage_metric_equals_brute_force(trained):
-    from recsys.models.ranker_module import RankerModule
-
     metrics = trained["metrics"]
     for key in (
         "two_stage/ndcg@10",
@@ -203,7 +201,8 @@ def test_export_bundle_round_trip_and_tamper(trained, retrieval, tmp_path):
     dataset = retrieval._dataset
     assert len(bundle.items) == dataset.n_items and len(bundle.index) == dataset.n_items
     assert bundle.item_embeddings.shape == (dataset.n_items, retrieval.hparams.dim)
-    assert bundle.manifest["ranker"]["features"] == list(FEATURES)
+    ranker = RankerModule.load_from_checkpoint(trained["ranker"], map_location="cpu", weights_only=True)
+    assert bundle.manifest["ranker"]["features"] == list(ranker.hparams.features)
     assert bundle.manifest["ranker"]["cold_candidates"] == "rank" and bundle.ranker.cold_candidates == "rank"
     # the default ranker corrects the retrieval logit: its scale travels with the net
     prior = 1 / retrieval.hparams.temperature

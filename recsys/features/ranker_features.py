@@ -15,6 +15,8 @@ feature can never mean one thing in training and another online.
 - ``transition``: log1p(how often the candidate followed one of the user's last 3 items within 3
   steps in the known sequences): item-to-item sequential co-occurrence, a classic collaborative
   signal the neural towers smooth away (measured on ML-100K: +6% two-stage ndcg@10 on its own)
+- ``category_share``, ``category_recency``: the user's history in the candidate's categories
+  (``recsys.features.category_features``); 0 where the data has no categories
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists, item_arrays
 from recsys.data.splitting import HELD_OUT, user_bounds
+from recsys.features.category_features import ItemCategories, category_crosses
+from recsys.features.rows import gather_rows
 
 FEATURES = (
     "score",
@@ -36,6 +40,8 @@ FEATURES = (
     "text_similarity",
     "is_cold",
     "transition",
+    "category_share",
+    "category_recency",
 )
 
 
@@ -248,12 +254,6 @@ class TimedTransitions:
         return np.where(found, count, 0).sum(axis=1).astype(np.float32)
 
 
-def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``table[index]`` for an index of any shape through ``index_select``, which copies whole rows:
-    200 random rows of 256 floats in 45 µs where advanced indexing took 135 µs (serving latency)."""
-    return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
-
-
 def last_items(history: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:
     """[B, n] the last ``n`` items of right-padded histories, most recent first; 0 where absent."""
     pos = lengths[:, None] - 1 - torch.arange(n, device=history.device)[None, :]
@@ -268,20 +268,29 @@ class ItemFeatureTables:
     log_popularity: torch.Tensor  # [n + 2]
     is_cold: torch.Tensor  # [n + 2]
     text: torch.Tensor  # [n + 2, text_dim], unit rows
+    categories: ItemCategories  # [n + 2, width] codes
 
     @classmethod
-    def from_arrays(cls, train_count: np.ndarray, is_warm: np.ndarray, text: np.ndarray) -> ItemFeatureTables:
+    def from_arrays(
+        cls, train_count: np.ndarray, is_warm: np.ndarray, text: np.ndarray, categories: ItemCategories
+    ) -> ItemFeatureTables:
         """From per-item_idx arrays (n + 2 rows), as ``item_arrays`` returns them."""
         return cls(
             torch.from_numpy(np.log1p(np.asarray(train_count, dtype=np.float32))),
             torch.from_numpy((~np.asarray(is_warm, dtype=bool)).astype(np.float32)),
             torch.as_tensor(np.asarray(text, dtype=np.float32)),
+            categories,
         )
 
     @classmethod
     def from_dataset(cls, dataset: PreparedDataset) -> ItemFeatureTables:
         arrays = item_arrays(dataset)
-        return cls.from_arrays(arrays["train_count"], arrays["is_warm"], dataset.text_embeddings(mmap=False))
+        items = dataset.items
+        categories = ItemCategories.from_lists(
+            items["item_idx"].to_numpy(), items["categories"].tolist(), len(arrays["is_warm"])
+        )
+        text = dataset.text_embeddings(mmap=False)
+        return cls.from_arrays(arrays["train_count"], arrays["is_warm"], text, categories)
 
 
 def candidate_features(
@@ -315,6 +324,7 @@ def candidate_features(
     last_texts = gather_rows(tables.text, last) * valid[..., None]
     profile = last_texts.sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)
     text_sim = torch.einsum("bkd,bd->bk", gather_rows(tables.text, candidates), profile)
+    share, recency = category_crosses(tables.categories, candidates, history, lengths)
     return torch.stack(
         [
             scores.float(),
@@ -324,6 +334,8 @@ def candidate_features(
             text_sim,
             gather_rows(tables.is_cold, candidates),
             torch.log1p(torch.from_numpy(follows)),
+            share,
+            recency,
         ],
         dim=-1,
     )

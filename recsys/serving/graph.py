@@ -16,7 +16,9 @@ import pandas as pd
 import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX
-from recsys.features.ranker_features import ItemFeatureTables, candidate_features, gather_rows
+from recsys.features.category_features import ItemCategories
+from recsys.features.ranker_features import ItemFeatureTables, candidate_features
+from recsys.features.rows import gather_rows
 from recsys.index.score_offsets import index_queries, index_vectors
 from recsys.serving.bundle import Bundle
 
@@ -81,7 +83,9 @@ class InferenceGraph:
         warm[self.item_idx] = items["is_warm"].to_numpy()
         counts = np.zeros(n, dtype=np.int64)
         counts[self.item_idx] = popularity
-        self.tables = ItemFeatureTables.from_arrays(counts, warm, bundle.text_embeddings)
+        # the ranker's category codes, built as for its training lists (the same function)
+        codes = ItemCategories.from_lists(self.item_idx, self.categories.tolist(), n)
+        self.tables = ItemFeatureTables.from_arrays(counts, warm, bundle.text_embeddings, codes)
         self.recent = np.zeros(n, dtype=np.int64)
         self.recent[self.item_idx] = items["recent_popularity"].to_numpy()
         self.embeddings = torch.from_numpy(
@@ -288,6 +292,7 @@ class InferenceGraph:
             torch.cat([t.log_popularity, torch.zeros(n_new)]),
             torch.cat([t.is_cold, torch.ones(n_new)]),
             torch.cat([t.text, torch.from_numpy(np.asarray(text, dtype=np.float32).reshape(n_new, -1))]),
+            t.categories.appended([list(c) for c in cats]),
         )
         return new_idx
 
