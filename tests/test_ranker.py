@@ -434,3 +434,28 @@ def test_holdout_lists_train_the_ranker_on_the_served_models_last_training_targe
         candidate_datamodule(
             trained["retrieval"], num_candidates=K, holdout_ckpt=trained["retrieval"]
         ).setup()
+
+
+def test_a_ranker_on_holdout_lists_learns_from_features_only(trained, holdout_ckpt, tmp_path):
+    """The holdout model's vectors live in another space than the served model's: a ranker that
+    reads [u, i, u⊙i] is refused on its lists; on features only it trains and tests on the served lists."""
+    from recsys.train import train
+
+    overrides = [
+        f"paths.root_dir={trained['root']}",
+        "trainer=fast_dev",
+        "experiment=ranker",
+        f"retrieval_ckpt={trained['retrieval']}",
+        f"holdout_ckpt={holdout_ckpt}",
+        f"paths.output_dir={tmp_path}",
+        f"data.num_candidates={K}",
+        "data.batch_size=16",
+        "model.hidden=[32]",
+        "trainer.max_epochs=1",
+        "~callbacks.rich_progress_bar",
+    ]
+    with pytest.raises(ValueError, match="use_embeddings=false"):
+        train(compose_config("train", overrides))
+    metrics = train(compose_config("train", [*overrides, "model.use_embeddings=false"]))
+    assert metrics["retrieval/ndcg@10"] == trained["metrics"]["retrieval/ndcg@10"]  # the served test lists
+    assert 0.0 <= metrics["two_stage/ndcg@10"] <= 1.0

@@ -84,6 +84,17 @@ class RankerModule(LegacyHparams, L.LightningModule):
         self.test_details: dict[str, dict] = {}
         self._list_offset = 0
 
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self.trainer else None
+        if stage == "fit" and self.hparams.use_embeddings and getattr(datamodule, "holdout_ckpt", None):
+            # [u, i, u⊙i] of one model mean nothing in another's vector space: a ranker that learned
+            # them on the holdout model's lists would read the served model's vectors as noise
+            raise ValueError(
+                "holdout_ckpt lists come from another retrieval model than the served one: their user "
+                "and item vectors live in another space, so train this ranker on features only "
+                "(model.use_embeddings=false)"
+            )
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(batch["user"], batch["items"], batch["features"])
 
