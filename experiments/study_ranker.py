@@ -50,6 +50,11 @@ VARIANTS: dict[str, list[str]] = {
         "model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold,transition,"
         "category_share,category_recency]"
     ],
+    "categories_features_only": [
+        "model.use_embeddings=false",
+        "model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold,transition,"
+        "category_share,category_recency]",
+    ],
     # popularity and transitions counted from every interaction before each request (issue 17);
     # the default follows the split (leave-one-out: train counts), so this shows the LOO time leak
     "as_of_request": ["data.features_as_of_request=true"],
@@ -85,17 +90,22 @@ def run_ranker(
     retrieval: str = "lstm",
     fold: int | None = None,
     experiment: str = "ranker",
+    holdout: str | None = None,
 ) -> dict:
     """``fold`` None: the experiment's own recipe (it trains on every val user, validates on none);
     a fold: that tenth of the val users validates (cross-validation), unless the variant sets its
-    own ``data.holdout_fraction``."""
+    own ``data.holdout_fraction``. ``holdout``: a holdout model's checkpoint, whose lists train
+    (and, by fold, validate) the ranker instead of the served model's val lists."""
     overrides = [f"experiment={experiment}", f"retrieval_ckpt={ckpt}", f"seed={seed}", *VARIANTS[name]]
+    if holdout is not None:
+        overrides.append(f"holdout_ckpt={holdout}")
     if fold is not None:
         if not any(o.startswith("data.holdout_fraction=") for o in VARIANTS[name]):
             overrides.append("data.holdout_fraction=0.1")
         overrides.append(f"data.holdout_fold={fold}")
     tag = name if retrieval == "lstm" else f"{retrieval}_{name}"
     tag = tag if experiment == "ranker" else f"{experiment.removeprefix('ranker_')}_{tag}"
+    tag = tag if holdout is None else f"holdout_{tag}"
     suffix = "_all" if fold is None else (f"_fold{fold}" if fold else "")
     out = workdir / f"ranker_{tag}_seed{seed}{suffix}"
     metrics, wall, command = run_train(overrides, out, REPO)
@@ -180,17 +190,38 @@ def main() -> None:
         default="ranker",
         help="the ranker experiment the variants override (ranker, ranker_ml100k)",
     )
+    parser.add_argument(
+        "--holdout-workdir",
+        default=None,
+        help="train each ranker on a holdout model's lists: <dir>/<retrieval-variant>_seed<seed>/metrics.json "
+        "of the retrieval run with split.skip_last=2 (variants must read features only)",
+    )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--title", default="ML-100K two-stage study")
     args = parser.parse_args()
     workdir = repo_path(args.retrieval_workdir)
     seeds = [int(s) for s in args.seeds.split(",")]
     ckpts = {seed: retrieval_checkpoint(workdir, seed, args.retrieval_variant) for seed in seeds}
+    holdouts = {
+        seed: retrieval_checkpoint(repo_path(args.holdout_workdir), seed, args.retrieval_variant)[0]
+        if args.holdout_workdir
+        else None
+        for seed in seeds
+    }
     folds = [int(f) for f in args.folds.split(",")] if args.folds else [None]
     rows = []
     for name in args.variants.split(","):
         for seed, fold in ((s, f) for s in seeds for f in folds):
-            r = run_ranker(name, seed, ckpts[seed][0], workdir, args.retrieval_variant, fold, args.experiment)
+            r = run_ranker(
+                name,
+                seed,
+                ckpts[seed][0],
+                workdir,
+                args.retrieval_variant,
+                fold,
+                args.experiment,
+                holdouts[seed],
+            )
             m = r["metrics"]
             print(
                 f"{name:22s} seed={seed} fold={_fold_label(fold)} two_stage ndcg@10={m['two_stage/ndcg@10']:.4f} "
@@ -207,16 +238,25 @@ def main() -> None:
         "the users (80% for `train_80`), validated on the rest (**val ndcg@10**: their two-stage ndcg@10 at the "
         "tested epoch, the last one unless the variant early-stops; what decides defaults); fold `all`: every "
         "val user trains (the default's refit) and nothing validates; "
-        f"tested on the test split. {os.environ.get('OMP_NUM_THREADS', 'all')} CPU thread(s) a run.",
+        f"tested on the test split. {os.environ.get('OMP_NUM_THREADS', 'all')} CPU thread(s) a run."
+        + (
+            " **Holdout protocol**: the lists that train and validate each ranker are the holdout model's "
+            f"(`{args.holdout_workdir}`, the retrieval run with split.skip_last=2) for its test targets, "
+            "the served model's last training targets; test stays the served model's."
+            if args.holdout_workdir
+            else ""
+        )
+        + " val ratio: val two-stage / val retrieval ndcg@10 on the same validating users.",
         "",
-        "| ranker | seed | fold | val ndcg@10 | two_stage ndcg@10 | retrieval ndcg@10 | ratio | two_stage recall@10 "
-        "| retrieval recall@10 | ranking auc | ranking ndcg@10 | as-of features | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ranker | seed | fold | val ndcg@10 | val ratio | two_stage ndcg@10 | retrieval ndcg@10 | ratio | "
+        "two_stage recall@10 | retrieval recall@10 | ranking auc | ranking ndcg@10 | as-of features | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         m = r["metrics"]
+        val_ratio = val_ratio_by_epoch(r["out"])[-1] if r["fold"] is not None else None
         lines.append(
-            f"| {r['name']} | {r['seed']} | {_fold_label(r['fold'])} | {_cell(m['val_best'])} | "
+            f"| {r['name']} | {r['seed']} | {_fold_label(r['fold'])} | {_cell(m['val_best'])} | {_cell(val_ratio)} | "
             f"{m['two_stage/ndcg@10']:.4f} | "
             f"{m['retrieval/ndcg@10']:.4f} | {m['two_stage/ndcg@10'] / m['retrieval/ndcg@10']:.3f} | "
             f"{m['two_stage/recall@10']:.4f} | {m['retrieval/recall@10']:.4f} | {m['ranking/auc']:.4f} | "
@@ -245,6 +285,7 @@ def main() -> None:
         f"- {r['name']} (seed {r['seed']}, fold {_fold_label(r['fold'])}): `{r['command']}`" for r in rows
     ]
     lines += [f"- retrieval checkpoints: `{ckpts[s][0]}`" for s in seeds]
+    lines += [f"- holdout checkpoints: `{holdouts[s]}`" for s in seeds if holdouts[s]]
     report(args.title, "\n".join(lines), record=not args.no_record)
 
 
