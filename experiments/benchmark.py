@@ -126,8 +126,11 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)  # atomic: a killed suite leaves no half-written result
+    # validation only: test is read in the generated table, never while a suite is still choosing
+    val = record["val"]["ndcg@10"]
     print(
-        f"[benchmark] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} in {wall:.0f} s",
+        f"[benchmark] {name} seed {seed}: val ndcg@10 {val if val is None else round(val, 4)}, "
+        f"{record['epochs_done']} epochs in {wall:.0f} s",
         flush=True,
     )
     return path
