@@ -33,6 +33,7 @@ RESULTS_DIR = REPO / "experiments" / "results" / "benchmark"
 TABLE = REPO / "docs" / "BENCHMARKS.md"
 README = REPO / "README.md"
 RESULTS_MD = REPO / "experiments" / "RESULTS.md"
+GENERATED = ("docs/BENCHMARKS.md", "README.md", "experiments/RESULTS.md")  # regenerated from the results
 PUBLISHED = REPO.parent / "shared" / "data" / "s3rec" / "PUBLISHED.md"
 BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
 
@@ -65,7 +66,11 @@ def git_commit() -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # what the suite itself writes (results, generated tables) is no change to the code a run uses
+    own = [f":(exclude){p}" for p in ("experiments/results", *GENERATED)]
+    return commit + (
+        "+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", *own) else ""
+    )
 
 
 def result_path(results: Path, name: str, seed: int) -> Path:
