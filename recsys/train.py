@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,8 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from recsys.data.derived_settings import derive_into_config
+from recsys.candidates.holdout_fit import fit_holdout
+from recsys.data.derived_settings import prepared_datamodule
 from recsys.evaluation.report import train_summary, write_train_metrics
 from recsys.tuning.pruning import pruning_callbacks
 from recsys.utils.hydra_helpers import (
@@ -19,18 +20,17 @@ from recsys.utils.hydra_helpers import (
     exit_on_user_error,
     instantiate_list,
     optimized_value,
+    save_run_config,
 )
-from recsys.utils.trainer_setup import fit_report, instantiate_trainer
+from recsys.utils.trainer_setup import fit_and_report, instantiate_trainer
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
+    holdout = fit_holdout(cfg, train)  # holdout_ckpt=auto: the served retrieval run's twin, fitted once
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    derived: dict[str, Any] = {}
-    if cfg.get("derive"):  # values the recipe takes from the data (recsys/data/derived_settings.py)
-        derived = derive_into_config(cfg, command_line_keys())
-        datamodule = hydra.utils.instantiate(cfg.data)  # with the derived batch and window
+    run_config = copy.deepcopy(cfg)  # before instantiation resolves interpolations in place
+    datamodule, derived = prepared_datamodule(cfg, command_line_keys, mirror=run_config)
+    save_run_config(run_config, cfg.paths)  # with the derived values: what a holdout twin replays
     inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}  # e.g. the ranker's dim
     dataset_dir = str(Path(datamodule.processed_dir).resolve())  # checkpoints work from any cwd
     model = hydra.utils.instantiate(cfg.model, dataset_dir=dataset_dir, **inputs)
@@ -38,13 +38,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = instantiate_trainer(
         cfg.trainer, callbacks=callbacks, logger=instantiate_list(cfg.get("logger"))
     )
-    started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    fit = fit_report(trainer, time.perf_counter() - started)
+    fit = fit_and_report(trainer, model, datamodule, cfg.get("ckpt_path"))
     if not cfg.get("test", True):
         return fit
     trainer.test(model, datamodule=datamodule, ckpt_path=fit["best_checkpoint"] or None, weights_only=True)
-    metrics = train_summary(model, datamodule.dataset, derived, fit)
+    metrics = train_summary(model, datamodule.dataset, derived | holdout, fit)
     if trainer.is_global_zero:  # every rank holds the reduced metrics; one writes them
         write_train_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
     return metrics

@@ -201,11 +201,12 @@ def derive_settings(
     return overrides, report
 
 
-def derive_into_config(cfg: Any, keep: set[str]) -> dict[str, Any]:
+def derive_into_config(cfg: Any, keep: set[str], mirror: Any = None) -> dict[str, Any]:
     """Write the values ``cfg.derive`` derives from ``cfg.data``'s prepared dataset into ``cfg`` (a
-    Hydra config; keys in ``keep``, those given on the command line, stay) and return the report
-    (``derived/*`` for metrics.json). The prepared data keeps its configured history cap, so every
-    entry point composing the same data config (evaluate, export) finds it current."""
+    Hydra config; keys in ``keep``, those given on the command line, stay), and into ``mirror`` (a
+    copy of it, e.g. the run's saved configuration), and return the report (``derived/*`` for
+    metrics.json). The prepared data keeps its configured history cap, so every entry point
+    composing the same data config (evaluate, export) finds it current."""
     from omegaconf import OmegaConf
 
     dataset = PreparedDataset.load(cfg.data.processed_dir)
@@ -216,7 +217,25 @@ def derive_into_config(cfg: Any, keep: set[str]) -> dict[str, Any]:
         lambda key: OmegaConf.select(cfg, key) is not None,
         lambda key: OmegaConf.select(cfg, key),
     )
-    OmegaConf.update(cfg, "data.preparer.max_history", cfg.data.preparer.max_history, merge=False)
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value, merge=False)
+    cap = cfg.data.preparer.max_history  # the prepared data's, before data.max_history is derived
+    for target in (cfg, *([mirror] if mirror is not None else [])):
+        OmegaConf.update(target, "data.preparer.max_history", cap, merge=False)
+        for key, value in overrides.items():
+            OmegaConf.update(target, key, value, merge=False)
     return report
+
+
+def prepared_datamodule(
+    cfg: Any, keep: Callable[[], set[str]], mirror: Any = None
+) -> tuple[Any, dict[str, Any]]:
+    """``cfg.data`` instantiated with its data prepared and, under ``cfg.derive`` rules, the derived
+    values written into ``cfg`` (and ``mirror``) and the DataModule built again with them (its
+    batch and window); ``keep()`` names the keys set on the command line. (DataModule, report)."""
+    import hydra
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    if not cfg.get("derive"):
+        return datamodule, {}
+    report = derive_into_config(cfg, keep(), mirror)
+    return hydra.utils.instantiate(cfg.data), report

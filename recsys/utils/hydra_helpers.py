@@ -27,6 +27,20 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def save_run_config(cfg: DictConfig, paths: DictConfig) -> None:
+    """``cfg`` (the run's configuration, taken before anything resolved its interpolations) as
+    ``config.yaml`` in the run's output directory, with the ``paths`` this run resolved and every
+    other interpolation kept: a replay with another split (a holdout twin,
+    ``recsys.candidates.holdout_fit``) then prepares its own data directory."""
+    from omegaconf import OmegaConf
+
+    from recsys.utils.artifacts import write_text_atomic
+
+    node = OmegaConf.to_container(cfg, resolve=False)
+    node["paths"] = OmegaConf.to_container(paths, resolve=True)
+    write_text_atomic(Path(node["paths"]["output_dir"]) / "config.yaml", OmegaConf.to_yaml(node))
+
+
 def print_summary(title: str, values: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table

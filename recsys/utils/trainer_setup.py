@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from typing import Any
 
@@ -22,6 +23,13 @@ def instantiate_trainer(cfg: DictConfig, **kwargs: Any):
     precision = resolve_trainer_precision(cfg.get("precision"), cfg.get("accelerator"))
     log.info("trainer precision: %s (configured %s)", precision, cfg.get("precision"))
     return hydra.utils.instantiate(cfg, precision=precision, **kwargs)
+
+
+def fit_and_report(trainer, model, datamodule, ckpt_path: str | None) -> dict[str, Any]:
+    """``trainer.fit`` (resumed from ``ckpt_path`` when given), then ``fit_report`` of it."""
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return fit_report(trainer, time.perf_counter() - started)
 
 
 def fit_report(trainer, fit_seconds: float) -> dict[str, Any]:

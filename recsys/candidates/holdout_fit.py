@@ -1,0 +1,77 @@
+"""``holdout_ckpt=auto``: the served retrieval run's holdout twin, fitted once per served checkpoint.
+
+A ranker must learn from lists that relate to their model as the served model's test lists relate
+to it (``CandidateDataModule``, ``holdout_ckpt``). The twin is the served run's own configuration
+(``config.yaml`` next to its checkpoints, with the values its ``derive`` rules resolved) fitted with
+``split.skip_last=2``: before each user's served val and test interactions, so its test targets are
+the served model's last training targets. It is cached under ``paths.cache_dir/holdout/<sha256 of
+the served checkpoint>``: a second ranker on the same retrieval model reuses it, and the fit's time
+is reported (``holdout/fit_s``) in the ranker's metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.utils.artifacts import exclusive_lock, sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+RUN_CONFIG = "config.yaml"  # written by recsys.train next to the run's checkpoints/
+SKIP_LAST = 2  # the served val and test interactions
+
+
+def fit_holdout(cfg: DictConfig, train_fn: Callable[[DictConfig], dict[str, Any]]) -> dict[str, Any]:
+    """Replace ``holdout_ckpt: auto`` by the twin's best checkpoint (``train_fn`` fits it unless the
+    cache holds it) and return the report for metrics.json; anything else is left as it is."""
+    if cfg.get("holdout_ckpt") != "auto":
+        return {}
+    served = Path(cfg.retrieval_ckpt)
+    record = holdout_record(served, Path(cfg.paths.cache_dir) / "holdout", train_fn)
+    cfg.holdout_ckpt = record["checkpoint"]
+    log.info("holdout model %s (fitted in %.0f s)", record["checkpoint"], record["fit_s"])
+    return {"holdout/checkpoint": record["checkpoint"], "holdout/fit_s": record["fit_s"]}
+
+
+def holdout_record(
+    served: Path, cache: Path, train_fn: Callable[[DictConfig], dict[str, Any]]
+) -> dict[str, Any]:
+    """{checkpoint, fit_s, served} of ``served``'s twin, fitted now or read from the cache."""
+    config = served.parent.parent / RUN_CONFIG
+    if not served.is_file():
+        raise FileNotFoundError(f"retrieval_ckpt={served}: no such checkpoint")
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"holdout_ckpt=auto: {config} not found (the run that wrote {served.name} saved no "
+            f"configuration); train the retrieval run again with split.skip_last={SKIP_LAST} and pass "
+            "holdout_ckpt=<its best checkpoint>"
+        )
+    out = cache / sha256_file(served)[:16]
+    path = out / "holdout.json"
+    with exclusive_lock(out.with_name(out.name + ".lock")):  # two rankers on one model fit it once
+        if not path.is_file() or not Path(json.loads(path.read_text())["checkpoint"]).is_file():
+            run = OmegaConf.load(config)
+            run.split.skip_last = SKIP_LAST
+            run.paths.output_dir = str(out)
+            run.derive = None  # the served run's derived values, as they were resolved
+            run.ckpt_path = None
+            started = time.perf_counter()
+            metrics = train_fn(run)
+            if not metrics.get("best_checkpoint"):
+                raise RuntimeError(f"the holdout fit in {out} saved no checkpoint")
+            write_json_atomic(
+                path,
+                {
+                    "checkpoint": str(Path(metrics["best_checkpoint"]).resolve()),
+                    "fit_s": round(time.perf_counter() - started, 1),
+                    "served": str(served.resolve()),
+                },
+            )
+    return json.loads(path.read_text())
