@@ -66,8 +66,9 @@ def git_commit() -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    # what the suite itself writes (results, generated tables) is no change to the code a run uses
-    own = [f":(exclude){p}" for p in ("experiments/results", *GENERATED)]
+    # what the suite and the study scripts write (results, logs, generated tables) is no change to
+    # the code a run uses
+    own = [f":(exclude){p}" for p in ("experiments/results", "experiments/log", *GENERATED)]
     return commit + (
         "+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", *own) else ""
     )
