@@ -204,3 +204,30 @@ def test_new_item_reaches_the_user_its_text_fits(tiny_bundle, trained):
     after = [x["item_id"] for x in graph.recommend(user_id=user_id, top_k=100)["items"]]
     assert "NEW-TWIN" in after and abs(after.index("NEW-TWIN") - after.index(twin)) == 1
     assert after.index("NEW-TWIN") <= rank + 1
+
+
+def test_category_codes_only_for_a_ranker_that_reads_them_and_then_as_in_training(graph, trained):
+    """The default ranker reads no category cross: the graph skips them. A ranker that does gets
+    the codes its training lists were built with (same vocabulary, same crosses per candidate)."""
+    import copy
+
+    from recsys.data.dataset import PreparedDataset
+    from recsys.features.category_features import category_crosses
+    from recsys.features.ranker_features import ItemFeatureTables
+    from recsys.models.two_tower_module import TwoTowerModule
+
+    assert graph.tables.categories.vocabulary == ()
+    bundle = copy.copy(graph.bundle)
+    bundle.manifest = copy.deepcopy(graph.bundle.manifest)
+    bundle.manifest["ranker"]["features"] = [*bundle.manifest["ranker"]["features"], "category_share"]
+    reading = InferenceGraph(bundle)
+    model = TwoTowerModule.load_from_checkpoint(trained["retrieval"], weights_only=True)
+    training = ItemFeatureTables.from_dataset(PreparedDataset.load(model.hparams.dataset_dir))
+    assert reading.tables.categories.vocabulary == training.categories.vocabulary != ()
+    history, lengths = torch.tensor([[5, 9, 14, 3]]), torch.tensor([4])
+    candidates = torch.arange(2, 40)[None]
+    served = category_crosses(reading.tables.categories, candidates, history, lengths)
+    trained_lists = category_crosses(training.categories, candidates, history, lengths)
+    for a, b in zip(served, trained_lists, strict=True):
+        torch.testing.assert_close(a, b)
+    assert served[0].abs().sum() > 0  # the crosses are not all zero on this history

@@ -324,7 +324,10 @@ def candidate_features(
     last_texts = gather_rows(tables.text, last) * valid[..., None]
     profile = last_texts.sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)
     text_sim = torch.einsum("bkd,bd->bk", gather_rows(tables.text, candidates), profile)
-    share, recency = category_crosses(tables.categories, candidates, history, lengths)
+    if tables.categories.vocabulary:
+        share, recency = category_crosses(tables.categories, candidates, history, lengths)
+    else:  # no categories (or a serving ranker that reads neither cross: the graph leaves them out)
+        share = recency = torch.zeros(candidates.shape)
     return torch.stack(
         [
             scores.float(),

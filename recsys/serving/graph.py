@@ -83,8 +83,12 @@ class InferenceGraph:
         warm[self.item_idx] = items["is_warm"].to_numpy()
         counts = np.zeros(n, dtype=np.int64)
         counts[self.item_idx] = popularity
-        # the ranker's category codes, built as for its training lists (the same function)
-        codes = ItemCategories.from_lists(self.item_idx, self.categories.tolist(), n)
+        # the ranker's category codes, built as for its training lists (the same function); none
+        # when the ranker reads no category cross (they cost ~0.3 ms a request at 434K items)
+        crosses = {"category_share", "category_recency"} & set((m.get("ranker") or {}).get("features", []))
+        codes = ItemCategories.from_lists(
+            self.item_idx, self.categories.tolist() if crosses else [[]] * len(self.item_idx), n
+        )
         self.tables = ItemFeatureTables.from_arrays(counts, warm, bundle.text_embeddings, codes)
         self.recent = np.zeros(n, dtype=np.int64)
         self.recent[self.item_idx] = items["recent_popularity"].to_numpy()
