@@ -20,6 +20,7 @@ def test_a_run_saves_its_config_with_its_paths_and_open_interpolations(trained):
     assert raw["split"]["dir_suffix"].startswith("${split_dir_suffix:")  # another split, another directory
 
 
+@pytest.mark.slow
 def test_the_twin_replays_the_served_run_before_its_val_and_test_and_is_fitted_once(trained, tmp_path):
     from recsys.train import train
 
@@ -51,6 +52,7 @@ def test_a_checkpoint_without_its_run_config_is_refused_with_a_clear_message(tra
         holdout_record(lone, tmp_path / "cache", lambda cfg: {})
 
 
+@pytest.mark.slow
 def test_ranker_with_holdout_auto_reports_the_fit(trained, tmp_path):
     from recsys.train import train
 

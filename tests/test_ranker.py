@@ -436,6 +436,7 @@ def test_holdout_lists_train_the_ranker_on_the_served_models_last_training_targe
         ).setup()
 
 
+@pytest.mark.slow
 def test_a_ranker_on_holdout_lists_learns_from_features_only(trained, holdout_ckpt, tmp_path):
     """The holdout model's vectors live in another space than the served model's: a ranker that
     reads [u, i, u⊙i] is refused on its lists; on features only it trains and tests on the served lists."""
