@@ -67,6 +67,7 @@ def ranked(client: TestClient, user_id: str) -> list[str]:
     return [x["item_id"] for x in response.json()["items"]]
 
 
+@pytest.mark.slow  # server processes started and restarted
 def test_add_recommend_delete_and_a_restart_keeps_both(bundle, trained):
     user_id, twin, fields = a_cold_twin(bundle, trained)
     with serving(bundle) as client:
@@ -101,6 +102,7 @@ def test_add_recommend_delete_and_a_restart_keeps_both(bundle, trained):
         np.testing.assert_array_equal(again, ranked(client, user_id))
 
 
+@pytest.mark.slow  # server processes with and without a token
 def test_missing_or_wrong_token_is_refused_and_without_one_changes_are_off(bundle):
     body = {"item_id": "NEW-1", "title": "A new film"}
     with serving(bundle) as client:

@@ -155,6 +155,7 @@ def _ensure_in_a_process(directory: str, start) -> str:
     return preparer.ensure().manifest["config_fingerprint"]
 
 
+@pytest.mark.slow  # eight processes preparing one dataset, three rounds
 def test_runs_started_together_prepare_one_dataset_in_turn(tmp_path):
     """Eight processes ask for the same missing dataset at once (a benchmark's parallel seeds),
     three times over: each gets it (one prepares, the others wait and find it current), none
