@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from recsys.candidates.build import CandidateSet, build_candidates
+from recsys.candidates.holdout_fit import SKIP_LAST
 from recsys.candidates.settings import CandidateSettings
 from recsys.data.datamodules import BatchedSplits
 from recsys.data.dataset import PreparedDataset
@@ -230,7 +231,7 @@ class CandidateDataModule(BatchedSplits):
                 f"model {served.hparams.dim}: train both with the same overrides (plus split.skip_last=2)"
             )
         dataset = PreparedDataset.load(model.hparams.dataset_dir)
-        if dataset.manifest["config"]["split"].get("skip_last", 0) < 2:
+        if dataset.manifest["config"]["split"].get("skip_last", 0) < SKIP_LAST:
             raise ValueError(
                 f"holdout_ckpt={self.holdout_ckpt} was trained on {dataset.path}, which does not skip "
                 "the served val and test interactions: train it with split.skip_last=2"

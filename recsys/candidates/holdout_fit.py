@@ -21,10 +21,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.utils.artifacts import exclusive_lock, sha256_file, write_json_atomic
+from recsys.utils.hydra_helpers import RUN_CONFIG
 
 log = logging.getLogger(__name__)
 
-RUN_CONFIG = "config.yaml"  # written by recsys.train next to the run's checkpoints/
 SKIP_LAST = 2  # the served val and test interactions
 
 

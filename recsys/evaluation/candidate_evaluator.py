@@ -24,7 +24,6 @@ class CandidateListEvaluator(nn.Module):
         arrays = item_arrays(dataset)
         n, text = dataset.n_items, np.asarray(dataset.text_embeddings(mmap=False), dtype=np.float32)
         self.n_items = n
-        self._is_warm = arrays["is_warm"]
         list_args = (test_ks, n, arrays["is_warm"], arrays["train_count"], text)
         self.val_two_stage = FullCatalogRetrievalMetrics([10], n, arrays["is_warm"], list_metrics=False)
         self.val_retrieval = FullCatalogRetrievalMetrics([10], n, arrays["is_warm"], list_metrics=False)
@@ -80,7 +79,7 @@ class CandidateListEvaluator(nn.Module):
             metric.reset()
         if results.get("two_stage_cold/n_users"):
             ks = [k for k in self.two_stage_metrics.ks if k_max is None or k <= k_max]
-            results |= cold_first_random(ks, self._is_warm)
+            results |= cold_first_random(ks, self.two_stage_metrics.is_warm.cpu().numpy())
         results.update({f"ranking/{k}": float(v) for k, v in self.ranking_metrics.compute().items()})
         self.ranking_metrics.reset()
         return results, details

@@ -60,7 +60,6 @@ class RetrievalEvaluator(nn.Module):
         arrays = item_arrays(dataset)
         n_items = dataset.n_items
         self.popularity = PopularityBaseline(arrays["train_count"])
-        self._is_warm = arrays["is_warm"]
         self.val_metrics = FullCatalogRetrievalMetrics(
             list(val_ks or [10, 20, 50]), n_items, arrays["is_warm"], list_metrics=False
         )
@@ -107,7 +106,7 @@ class RetrievalEvaluator(nn.Module):
             "popularity"
         )
         if results.get("retrieval_cold/n_users"):
-            results |= cold_first_random(self.test_metrics.ks, self._is_warm)
+            results |= cold_first_random(self.test_metrics.ks, self.test_metrics.is_warm.cpu().numpy())
         if self.content_metrics is not None:
             results |= self.content_metrics.flat_results("text_content")
             self.content_metrics.reset()

@@ -21,6 +21,8 @@ import torch
 
 from recsys.features.rows import gather_rows
 
+CROSSES = ("category_share", "category_recency")  # the ranker features category_crosses returns
+
 
 @dataclass
 class ItemCategories:

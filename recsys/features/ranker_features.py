@@ -29,7 +29,7 @@ import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists, item_arrays
 from recsys.data.splitting import HELD_OUT, user_bounds
-from recsys.features.category_features import ItemCategories, category_crosses
+from recsys.features.category_features import CROSSES, ItemCategories, category_crosses
 from recsys.features.rows import gather_rows
 
 FEATURES = (
@@ -40,8 +40,7 @@ FEATURES = (
     "text_similarity",
     "is_cold",
     "transition",
-    "category_share",
-    "category_recency",
+    *CROSSES,
 )
 
 

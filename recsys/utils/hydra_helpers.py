@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "configs")
+RUN_CONFIG = "config.yaml"  # a training run's configuration, next to its checkpoints/
 
 
 def seed_everything(seed: int) -> None:
@@ -38,7 +39,7 @@ def save_run_config(cfg: DictConfig, paths: DictConfig) -> None:
 
     node = OmegaConf.to_container(cfg, resolve=False)
     node["paths"] = OmegaConf.to_container(paths, resolve=True)
-    write_text_atomic(Path(node["paths"]["output_dir"]) / "config.yaml", OmegaConf.to_yaml(node))
+    write_text_atomic(Path(node["paths"]["output_dir"]) / RUN_CONFIG, OmegaConf.to_yaml(node))
 
 
 def print_summary(title: str, values: dict[str, Any]) -> None:
