@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments._measure import REPO, STUDIES, repo_path, report, reprepare, run_train, shown_path
 
 DATASETS = {
-    "ml100k": ["experiment=two_tower_ml100k", "cold_items=holdout"],
+    "ml100k": ["experiment=two_tower", "data=movielens_100k", "cold_items=holdout"],
     "synthetic": ["experiment=two_tower"],
 }
 POOLS = ("catalog", "trained")

@@ -1,8 +1,8 @@
 """ML-100K two-stage study: does re-ranking the retrieved top-K beat retrieval alone?
 
-For each seed, the default two-tower (`experiment=two_tower_ml100k`, the LSTM row of
-study_ml100k.py) is trained once — or reused from ``--retrieval-workdir`` when that study already
-ran — and every ranker variant is trained on its candidates with the same seed. Each ranker run
+For each seed, the two-tower recipe on ML-100K (`experiment=two_tower data=movielens_100k`, the
+`recipe` row of study_ml100k.py) is trained once — or reused from ``--retrieval-workdir`` when that
+study already ran — and every ranker variant is trained on its candidates with the same seed. Each ranker run
 reports `two_stage/*` and `retrieval/*` over the same test users, so the ratio is like for like.
 
     python experiments/study_ranker.py [--seeds 42,43,44] [--variants default,seed_mlp,...]
@@ -74,7 +74,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def retrieval_checkpoint(workdir: Path, seed: int, variant: str = "lstm") -> tuple[str, float]:
+def retrieval_checkpoint(workdir: Path, seed: int, variant: str = "recipe") -> tuple[str, float]:
     metrics_path = workdir / f"{variant}_seed{seed}" / "metrics.json"
     if not metrics_path.is_file():
         run_variant(variant, seed, [], workdir)
@@ -87,7 +87,7 @@ def run_ranker(
     seed: int,
     ckpt: str,
     workdir: Path,
-    retrieval: str = "lstm",
+    retrieval: str = "recipe",
     fold: int | None = None,
     experiment: str = "ranker",
     holdout: str | None = None,
@@ -103,7 +103,7 @@ def run_ranker(
         if not any(o.startswith("data.holdout_fraction=") for o in VARIANTS[name]):
             overrides.append("data.holdout_fraction=0.1")
         overrides.append(f"data.holdout_fold={fold}")
-    tag = name if retrieval == "lstm" else f"{retrieval}_{name}"
+    tag = name if retrieval == "recipe" else f"{retrieval}_{name}"
     tag = tag if experiment == "ranker" else f"{experiment.removeprefix('ranker_')}_{tag}"
     tag = tag if holdout is None else f"holdout_{tag}"
     suffix = "_all" if fold is None else (f"_fold{fold}" if fold else "")
@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--retrieval-workdir", default=f"{STUDIES}/ml100k")
     parser.add_argument(
         "--retrieval-variant",
-        default="lstm",
+        default="recipe",
         help="the study_ml100k.py variant whose checkpoints are re-ranked",
     )
     parser.add_argument(

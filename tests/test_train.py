@@ -194,9 +194,9 @@ def test_train_without_test_still_returns_the_validation_score(tmp_path):
 
 
 def test_hparams_search_config_composes():
-    cfg = compose_config("train", ["hparams_search=two_tower", "experiment=two_tower_ml100k"])
-    assert cfg.optimized_metric == "val/ndcg@10"
-    assert cfg.model.softmax == "exact" and cfg.data.name == "movielens_100k"
+    cfg = compose_config("train", ["hparams_search=two_tower", "experiment=two_tower", "data=movielens_100k"])
+    assert cfg.optimized_metric == "val/ndcg@10" and cfg.data.name == "movielens_100k"
+    assert cfg.model.normalize is False and cfg.model.user_encoder.dropout == 0.35  # the recipe's values
 
 
 def test_ranker_ml100k_is_the_ranker_without_embeddings():
