@@ -105,7 +105,8 @@ def run_ranker(
         overrides.append(f"data.holdout_fold={fold}")
     tag = name if retrieval == "recipe" else f"{retrieval}_{name}"
     tag = tag if experiment == "ranker" else f"{experiment.removeprefix('ranker_')}_{tag}"
-    tag = tag if holdout is None else f"holdout_{tag}"
+    # the holdout model's directory names it: rankers on two holdout models never share a directory
+    tag = tag if holdout is None else f"{Path(holdout).parents[2].name}_{tag}"
     suffix = "_all" if fold is None else (f"_fold{fold}" if fold else "")
     out = workdir / f"ranker_{tag}_seed{seed}{suffix}"
     metrics, wall, command = run_train(overrides, out, REPO)
@@ -241,7 +242,8 @@ def main() -> None:
         f"tested on the test split. {os.environ.get('OMP_NUM_THREADS', 'all')} CPU thread(s) a run."
         + (
             " **Holdout protocol**: the lists that train and validate each ranker are the holdout model's "
-            f"(`{args.holdout_workdir}`, the retrieval run with split.skip_last=2) for its test targets, "
+            f"(`{args.holdout_workdir}`, the retrieval run with split.skip_last=2 and its config's "
+            "split.test_targets) for its test targets, "
             "the served model's last training targets; test stays the served model's."
             if args.holdout_workdir
             else ""

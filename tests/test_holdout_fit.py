@@ -74,3 +74,37 @@ def test_ranker_with_holdout_auto_reports_the_fit(trained, tmp_path):
     cache = trained["root"] / "data" / "cache" / "holdout"
     assert metrics["holdout/checkpoint"].startswith(str(cache.resolve())) and metrics["holdout/fit_s"] > 0
     assert metrics["retrieval/ndcg@10"] == trained["metrics"]["retrieval/ndcg@10"]  # the served test lists
+
+
+@pytest.mark.slow
+def test_several_holdout_targets_give_several_lists_a_user_at_the_last_training_targets(trained, tmp_path):
+    """``holdout_targets=2``: the twin holds out each user's last two served training targets (test
+    rows, each with the history before it) and is selected on the one before them; the ranker's
+    lists are exactly those rows, two for every user with enough history."""
+    from recsys.data.splitting import TRAIN
+    from recsys.train import train
+    from tests.conftest import candidate_datamodule
+
+    served = trained["retrieval"]
+    record = holdout_record(served, tmp_path / "cache", train, targets=2)
+    assert "_m2" in record["checkpoint"]
+    twin = TwoTowerModule.load_from_checkpoint(record["checkpoint"], weights_only=True)
+    data = PreparedDataset.load(
+        TwoTowerModule.load_from_checkpoint(served, weights_only=True).hparams.dataset_dir
+    )
+    twin_data = PreparedDataset.load(twin.hparams.dataset_dir)
+    split = twin_data.manifest["config"]["split"]
+    assert (split["skip_last"], split["test_targets"]) == (2, 2) and twin_data.path.name.endswith(
+        "_skip2_test2"
+    )
+    role = data.interactions(["user_idx", "role"]).to_pandas()
+    train_pos = role[role["role"] == TRAIN].reset_index().groupby("user_idx")["index"]
+    rows = twin_data.read_split("test", ["user_idx", "position"]).to_pandas()
+    expected = train_pos.apply(lambda p: sorted(p.tolist()[-2:]) if len(p) >= 3 else None).dropna()
+    got = rows.groupby("user_idx")["position"].apply(sorted)
+    full = got[got.map(len) == 2]
+    assert len(full) > 0 and all(full.loc[u] == expected.loc[u] for u in full.index)
+    assert (role["role"].to_numpy()[rows["position"]] == TRAIN).all()  # never a served val or test target
+    dm = candidate_datamodule(served, num_candidates=K, holdout_fraction=0, holdout_ckpt=record["checkpoint"])
+    dm.setup()
+    assert len(dm.splits["train"].candidates) == len(rows)

@@ -124,8 +124,7 @@ def test_candidates_exclude_seen_items_and_never_inject_the_positive(retrieval):
     catalog = retrieval.encode_catalog()
     n_missed = 0
     for row in range(len(cands)):
-        user = int(cands.user_idx[row])
-        seen_items = set(seen.indices[seen.indptr[user] : seen.indptr[user + 1]].tolist())
+        seen_items = set(seen.indices[seen.indptr[row] : seen.indptr[row + 1]].tolist())  # the split's row
         listed = cands.candidates[row][cands.candidates[row] > 0].tolist()
         assert not seen_items & set(listed)
         # brute force: the top K unseen items by score are exactly the list

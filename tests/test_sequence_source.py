@@ -15,7 +15,7 @@ from recsys.data.preparation import DatasetPreparer
 from recsys.data.seen_items import SeenItems
 from recsys.data.sources.jsonl import DataFormatError
 from recsys.data.sources.sequences import SequenceFileSource
-from recsys.data.splitting import GlobalTemporalSplitter
+from recsys.data.splitting import GlobalTemporalSplitter, LeaveOneOutSplitter
 from recsys.data.text_embeddings import HashingTextEncoder
 from tests.conftest import SHARED_DATA, compose_config
 
@@ -124,10 +124,25 @@ def test_global_temporal_split_refuses_ordinal_time(tmp_path):
 def test_exclude_seen_switch_empties_seen_sets(tmp_path):
     excluded = SeenItems.for_split(_prepare(tmp_path / "a"), "test")
     kept = SeenItems.for_split(_prepare(tmp_path / "b", exclude_seen=False), "test")
-    # user "5" (user_idx 4) has read 5 distinct items before their test target (a re-read 13)
+    # user "5" (user_idx 4, test row 4) has read 5 distinct items before their test target (a re-read 13)
     assert len(excluded.batch(np.array([4]))[1]) == 5
     assert len(kept.indices) == 0 and len(kept.indptr) == 6
     assert PreparedDataset.load(tmp_path / "b" / "prepared").exclude_seen is False
+
+
+def test_seen_items_are_per_row_when_a_user_has_several_test_rows(tmp_path):
+    """``split.test_targets=2``: user "5" (13 10 11 14 12 13) has test rows for 12 and 13, each
+    excluding only what came before it (the row for 13 also excludes 12, the earlier target). Item
+    14 is no training target under this split, so it leaves the catalog."""
+    dataset = _prepare(tmp_path, splitter=LeaveOneOutSplitter(test_targets=2))
+    rows = dataset.read_split("test", ["user_idx", "target"]).to_pandas()
+    seen = SeenItems.for_split(dataset, "test")
+    ids = dict(zip(dataset.items["item_idx"], dataset.items["item_id"], strict=True))
+    mine = np.flatnonzero(rows["user_idx"].to_numpy() == 4)
+    got = [
+        (ids[int(rows["target"][r])], sorted(ids[int(i)] for i in seen.batch(np.array([r]))[1])) for r in mine
+    ]
+    assert got == [("12", ["10", "11", "13"]), ("13", ["10", "11", "12", "13"])]
 
 
 @pytest.mark.parametrize(

@@ -144,3 +144,32 @@ def test_skip_last_splits_what_comes_before_the_served_val_and_test():
     assert rows["history"].to_pylist() == [[100, 101, 102], [106]]
     with pytest.raises(ValueError, match="skip_last"):
         LeaveOneOutSplitter(skip_last=-1)
+
+
+def test_test_targets_make_several_lists_a_user_each_with_its_own_past():
+    """``test_targets=3`` (with ``skip_last=2``, a ranker's holdout model for 3 lists a user): the
+    last three interactions before the skipped ones are test rows, each with the history before it
+    (earlier test targets included), the one before them val; a test row needs a history."""
+    users = np.repeat(np.arange(3), [8, 4, 2])
+    ts = np.arange(len(users))
+    roles = LeaveOneOutSplitter(skip_last=2, test_targets=3).assign(users, ts)
+    # user 0 (rows 0-7): train 0-1, val 2, test 3-5, skipped 6-7
+    assert roles[:8].tolist() == [TRAIN, TRAIN, VAL, TEST, TEST, TEST, HISTORY_ONLY, HISTORY_ONLY]
+    # user 1 (rows 8-11): two left after the skip, position 0 has no history: test 9 only
+    assert roles[8:12].tolist() == [TRAIN, TEST, HISTORY_ONLY, HISTORY_ONLY]
+    assert roles[12:].tolist() == [HISTORY_ONLY, HISTORY_ONLY]
+    items = np.arange(len(users)) + 100
+    rows = history_rows(users, items, ts, np.flatnonzero(roles == TEST), max_history=10)
+    assert rows["target"].to_pylist() == [103, 104, 105, 109]
+    assert rows["history"].to_pylist() == [
+        [100, 101, 102],
+        [100, 101, 102, 103],
+        [100, 101, 102, 103, 104],
+        [108],
+    ]
+    assert (
+        LeaveOneOutSplitter(test_targets=1).assign(users, ts).tolist()
+        == LeaveOneOutSplitter().assign(users, ts).tolist()
+    )
+    with pytest.raises(ValueError, match="test_targets"):
+        LeaveOneOutSplitter(test_targets=0)

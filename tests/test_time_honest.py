@@ -107,11 +107,11 @@ def test_seen_sets_equal_brute_force(timeline_case):
     n_with_history_only = 0
     for split in ("val", "test"):
         seen = SeenItems.for_split(dataset, split)
-        for row in _split_rows(dataset, split).itertuples():
+        for i, row in enumerate(_split_rows(dataset, split).itertuples()):
             seq = users[row.user_id]
             before = seq[seq["timestamp"] < row.timestamp]
             expected = set(before["item_idx"])
-            got = set(seen.indices[seen.indptr[row.user_idx] : seen.indptr[row.user_idx + 1]].tolist())
+            got = set(seen.indices[seen.indptr[i] : seen.indptr[i + 1]].tolist())  # keyed by the split's row
             assert got == expected, (split, row.user_id)
             n_with_history_only += len(expected) > MAX_HISTORY  # more than any capped history holds
     assert n_with_history_only > 0

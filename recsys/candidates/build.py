@@ -86,7 +86,7 @@ def build_candidates(
         result = ranker.rank(
             lambda items, u=user: model.retrieval_scores(u, catalog, items),
             batch["target"],
-            ranker.seen_pairs(batch["user_idx"]),
+            ranker.seen_pairs(batch["row"]),
             k,
         )
         cand = result.topk

@@ -4,9 +4,12 @@ A ranker must learn from lists that relate to their model as the served model's 
 to it (``CandidateDataModule``, ``holdout_ckpt``). The twin is the served run's own configuration
 (``config.yaml`` next to its checkpoints, with the values its ``derive`` rules resolved) fitted with
 ``split.skip_last=2``: before each user's served val and test interactions, so its test targets are
-the served model's last training targets. It is cached under ``paths.cache_dir/holdout/<sha256 of
-the served checkpoint>``: a second ranker on the same retrieval model reuses it, and the fit's time
-is reported (``holdout/fit_s``) in the ranker's metrics.json.
+the served model's last training targets. ``holdout_targets`` (m) of them are held out a user
+(``split.test_targets=m``: each a list for the ranker, with the history before it), and the twin is
+selected on the interaction before them; it is fitted without a test pass (its lists are built by
+the ranker's datamodule). It is cached under ``paths.cache_dir/holdout/<sha256 of the served
+checkpoint>[_m<m>]``: a second ranker on the same retrieval model reuses it, and the fit's time is
+reported (``holdout/fit_s``) in the ranker's metrics.json.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.utils.artifacts import exclusive_lock, sha256_file, write_json_atomic
+from recsys.utils.config_resolvers import split_dir_suffix
 from recsys.utils.hydra_helpers import RUN_CONFIG
 
 log = logging.getLogger(__name__)
@@ -34,16 +38,24 @@ def fit_holdout(cfg: DictConfig, train_fn: Callable[[DictConfig], dict[str, Any]
     if cfg.get("holdout_ckpt") != "auto":
         return {}
     served = Path(cfg.retrieval_ckpt)
-    record = holdout_record(served, Path(cfg.paths.cache_dir) / "holdout", train_fn)
+    targets = int(cfg.get("holdout_targets") or 1)
+    record = holdout_record(served, Path(cfg.paths.cache_dir) / "holdout", train_fn, targets)
     cfg.holdout_ckpt = record["checkpoint"]
     log.info("holdout model %s (fitted in %.0f s)", record["checkpoint"], record["fit_s"])
-    return {"holdout/checkpoint": record["checkpoint"], "holdout/fit_s": record["fit_s"]}
+    return {
+        "holdout/checkpoint": record["checkpoint"],
+        "holdout/fit_s": record["fit_s"],
+        "holdout/targets": targets,
+    }
 
 
 def holdout_record(
-    served: Path, cache: Path, train_fn: Callable[[DictConfig], dict[str, Any]]
+    served: Path, cache: Path, train_fn: Callable[[DictConfig], dict[str, Any]], targets: int = 1
 ) -> dict[str, Any]:
-    """{checkpoint, fit_s, served} of ``served``'s twin, fitted now or read from the cache."""
+    """{checkpoint, fit_s, served} of ``served``'s twin holding out ``targets`` lists a user, fitted
+    now or read from the cache."""
+    if targets < 1:
+        raise ValueError(f"holdout_targets must be >= 1, got {targets}")
     config = served.parent.parent / RUN_CONFIG
     if not served.is_file():
         raise FileNotFoundError(f"retrieval_ckpt={served}: no such checkpoint")
@@ -53,12 +65,20 @@ def holdout_record(
             f"configuration); train the retrieval run again with split.skip_last={SKIP_LAST} and pass "
             "holdout_ckpt=<its best checkpoint>"
         )
-    out = cache / sha256_file(served)[:16]
+    out = cache / (sha256_file(served)[:16] + (f"_m{targets}" if targets != 1 else ""))
     path = out / "holdout.json"
     with exclusive_lock(out.with_name(out.name + ".lock")):  # two rankers on one model fit it once
         if not path.is_file() or not Path(json.loads(path.read_text())["checkpoint"]).is_file():
             run = OmegaConf.load(config)
             run.split.skip_last = SKIP_LAST
+            run.split.test_targets = targets
+            # its directory from these values: the interpolation in a config saved before
+            # split.test_targets existed does not name it
+            split = run.split
+            split.dir_suffix = split_dir_suffix(
+                split.validation_users, split.others, split.seed, split.skip_last, targets
+            )
+            run.test = False  # its test rows are the ranker's lists, built by the ranker's datamodule
             run.paths.output_dir = str(out)
             run.derive = None  # the served run's derived values, as they were resolved
             run.ckpt_path = None

@@ -61,6 +61,7 @@ class RaggedRows(Dataset):
             "lengths": ends - starts,
             "target": self.targets[idx],
             "user_idx": self.users[idx],
+            "row": idx,  # the split's row: its own seen items (a user may have several rows)
         }
 
 

@@ -74,24 +74,31 @@ class LeaveOneOutSplitter(ValidationSample):
     stay history only (the future of this split: in no row, no count). With 2 it is the data of a
     model fitted before the served split's val and test: its test targets are the served model's
     last training targets, the lists a ranker learns from (``recsys.candidates``).
+    ``test_targets`` > 1 makes each user's last that many interactions test rows (each with the
+    history before it, earlier test targets included) and the one before them val: the ranker's
+    several lists a user (``holdout_targets``).
     """
 
     name: str = "leave_one_out"
     dir_suffix: str = ""  # the prepared directory is <data.name><dir_suffix>: the default split
     skip_last: int = 0
+    test_targets: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.skip_last < 0:
             raise ValueError(f"split.skip_last must be >= 0, got {self.skip_last}")
+        if self.test_targets < 1:
+            raise ValueError(f"split.test_targets must be >= 1, got {self.test_targets}")
 
     def assign(self, sorted_users: np.ndarray, sorted_timestamps: np.ndarray) -> np.ndarray:
         _, pos, length = user_bounds(sorted_users)
         role = np.full(len(sorted_users), TRAIN, dtype=np.int8)
         role[pos >= length - self.skip_last] = HISTORY_ONLY
         length = length - self.skip_last  # what this split divides
-        role[(length >= 2) & (pos == length - 1)] = TEST
-        role[(length >= 3) & (pos == length - 2)] = VAL
+        first_test = length - self.test_targets
+        role[(pos >= 1) & (pos >= first_test) & (pos < length)] = TEST  # every target has a history
+        role[(pos >= 1) & (pos == first_test - 1)] = VAL
         return self.sample(role)
 
 

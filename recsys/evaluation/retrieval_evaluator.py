@@ -27,8 +27,9 @@ class SplitRanker:
         self.seen = SeenItems.for_split(dataset, split)
         self.chunk_size = chunk_size
 
-    def seen_pairs(self, user_idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return self.seen.batch(user_idx.cpu().numpy())
+    def seen_pairs(self, rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(row in batch, item_idx) pairs excluded for these rows of the split."""
+        return self.seen.batch(rows.cpu().numpy())
 
     def rank(
         self,
@@ -76,9 +77,7 @@ class RetrievalEvaluator(nn.Module):
 
     def validate(self, scores_of: ScoreFn, batch: dict[str, torch.Tensor]) -> None:
         ranker = self.ranker("val")
-        result = ranker.rank(
-            scores_of, batch["target"], ranker.seen_pairs(batch["user_idx"]), 0
-        )  # ranks only
+        result = ranker.rank(scores_of, batch["target"], ranker.seen_pairs(batch["row"]), 0)  # ranks only
         self.val_metrics.update(result.ranks, batch["target"])
 
     def val_results(self) -> dict[str, float]:
@@ -91,7 +90,7 @@ class RetrievalEvaluator(nn.Module):
     ) -> None:
         ranker, targets = self.ranker("test"), batch["target"]
         k_max = max(self.test_metrics.ks)
-        seen = ranker.seen_pairs(batch["user_idx"])  # one lookup for every ranking below
+        seen = ranker.seen_pairs(batch["row"])  # one lookup for every ranking below
         result = ranker.rank(scores_of, targets, seen, k_max)
         self.test_metrics.update(result.ranks, targets, result.topk)
         pop = self.popularity.rank(targets, seen, k_max)

@@ -5,10 +5,14 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 
-def split_dir_suffix(validation_users: int | None, others: str, seed: int, skip_last: int = 0) -> str:
-    """Where a split with a validation sample (or skipped last interactions) is prepared: next to
-    the plain split (``""``), never over it, one directory per variant."""
+def split_dir_suffix(
+    validation_users: int | None, others: str, seed: int, skip_last: int = 0, test_targets: int = 1
+) -> str:
+    """Where a split with a validation sample (or skipped last interactions, or several test
+    targets a user) is prepared: next to the plain split (``""``), never over it, one directory per
+    variant."""
     suffix = f"_skip{skip_last}" if skip_last else ""
+    suffix += f"_test{test_targets}" if test_targets != 1 else ""
     if validation_users is None:
         return suffix
     suffix += f"_val{validation_users}" + ("" if others == "train" else f"_{others}")
