@@ -2,8 +2,11 @@
 
 For each seed, the two-tower recipe on ML-100K (`experiment=two_tower data=movielens_100k`, the
 `recipe` row of study_ml100k.py) is trained once — or reused from ``--retrieval-workdir`` when that
-study already ran — and every ranker variant is trained on its candidates with the same seed. Each ranker run
-reports `two_stage/*` and `retrieval/*` over the same test users, so the ratio is like for like.
+study already ran — and every ranker variant is trained on its candidates with the same seed.
+With ``--holdout-workdir`` the rankers learn from holdout models' lists (`experiment=ranker`'s
+protocol, features only); without it, from the served model's val lists (the earlier protocol,
+`holdout_ckpt=null`, with the embeddings unless the variant drops them). Each ranker run reports
+`two_stage/*` and `retrieval/*` over the same test users, so the ratio is like for like.
 
     python experiments/study_ranker.py [--seeds 42,43,44] [--variants default,seed_mlp,...]
 """
@@ -99,6 +102,10 @@ def run_ranker(
     overrides = [f"experiment={experiment}", f"retrieval_ckpt={ckpt}", f"seed={seed}", *VARIANTS[name]]
     if holdout is not None:
         overrides.append(f"holdout_ckpt={holdout}")
+    else:  # the earlier protocol: the served model's val lists, embeddings unless the variant drops them
+        overrides.append("holdout_ckpt=null")
+        if not any(o.startswith("model.use_embeddings=") for o in VARIANTS[name]):
+            overrides.append("model.use_embeddings=true")
     if fold is not None:
         if not any(o.startswith("data.holdout_fraction=") for o in VARIANTS[name]):
             overrides.append("data.holdout_fraction=0.1")
@@ -189,7 +196,7 @@ def main() -> None:
     parser.add_argument(
         "--experiment",
         default="ranker",
-        help="the ranker experiment the variants override (ranker, ranker_ml100k)",
+        help="the ranker experiment the variants override",
     )
     parser.add_argument(
         "--holdout-workdir",

@@ -72,7 +72,10 @@ def candidate_datamodule(retrieval_ckpt: str | Path, **overrides):
     """A CandidateDataModule with configs/data/candidates.yaml's values and ``overrides``."""
     import hydra
 
-    cfg = compose_config("train", ["experiment=ranker", f"retrieval_ckpt={retrieval_ckpt}"])
+    # holdout_ckpt: none unless a test passes one (experiment=ranker's `auto` is resolved by train)
+    cfg = compose_config(
+        "train", ["experiment=ranker", f"retrieval_ckpt={retrieval_ckpt}", "holdout_ckpt=null"]
+    )
     return hydra.utils.instantiate(cfg.data, _partial_=True)(**overrides)
 
 

@@ -455,7 +455,7 @@ def test_a_ranker_on_holdout_lists_learns_from_features_only(trained, holdout_ck
         "~callbacks.rich_progress_bar",
     ]
     with pytest.raises(ValueError, match="use_embeddings=false"):
-        train(compose_config("train", overrides))
-    metrics = train(compose_config("train", [*overrides, "model.use_embeddings=false"]))
+        train(compose_config("train", [*overrides, "model.use_embeddings=true"]))
+    metrics = train(compose_config("train", overrides))  # features only: experiment=ranker's default
     assert metrics["retrieval/ndcg@10"] == trained["metrics"]["retrieval/ndcg@10"]  # the served test lists
     assert 0.0 <= metrics["two_stage/ndcg@10"] <= 1.0

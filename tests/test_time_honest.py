@@ -196,6 +196,11 @@ def test_global_temporal_bundle_serves_a_user_whose_last_interactions_are_histor
         )
     )
     assert 0.0 <= metrics["two_stage/ndcg@10"] <= 1.0 and "two_stage/mrr@30" in metrics
+    # no twin under a split cut by time (nothing a user's "last" to hold out): the val lists train it
+    assert (
+        metrics["holdout/checkpoint"].startswith("none (")
+        and "GlobalTemporalSplitter" in metrics["holdout/checkpoint"]
+    )
     ranker = tmp_path / "ranker" / "checkpoints" / "last.ckpt"
     from recsys.candidates.settings import CandidateSettings
 

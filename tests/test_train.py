@@ -199,15 +199,12 @@ def test_hparams_search_config_composes():
     assert cfg.model.normalize is False and cfg.model.user_encoder.dropout == 0.35  # the recipe's values
 
 
-def test_ranker_ml100k_is_the_ranker_without_embeddings():
-    from omegaconf import OmegaConf
-
-    base = compose_config("train", ["experiment=ranker", "retrieval_ckpt=x.ckpt"])
-    ml100k = compose_config("train", ["experiment=ranker_ml100k", "retrieval_ckpt=x.ckpt"])
-    assert base.model.use_embeddings is True and ml100k.model.use_embeddings is False
-    assert list(ml100k.tags) == ["ranker", "ml100k"]
-    ml100k.model.use_embeddings, ml100k.tags = True, base.tags  # everything else is experiment=ranker's
-    assert OmegaConf.to_container(ml100k) == OmegaConf.to_container(base)
+def test_the_ranker_learns_from_a_holdout_twin_on_features_only():
+    cfg = compose_config("train", ["experiment=ranker", "retrieval_ckpt=x.ckpt"])
+    assert cfg.holdout_ckpt == "auto" and cfg.data.holdout_ckpt == "auto" and cfg.holdout_targets >= 1
+    assert cfg.model.use_embeddings is False  # the twin's vectors live in another space
+    earlier = compose_config("train", ["experiment=ranker", "retrieval_ckpt=x.ckpt", "holdout_ckpt=null"])
+    assert earlier.data.holdout_ckpt is None
 
 
 def test_evaluate_reproduces_test_metrics_of_best_checkpoint(tmp_path):

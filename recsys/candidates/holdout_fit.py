@@ -39,7 +39,14 @@ def fit_holdout(cfg: DictConfig, train_fn: Callable[[DictConfig], dict[str, Any]
         return {}
     served = Path(cfg.retrieval_ckpt)
     targets = int(cfg.get("holdout_targets") or 1)
-    record = holdout_record(served, Path(cfg.paths.cache_dir) / "holdout", train_fn, targets)
+    try:
+        record = holdout_record(served, Path(cfg.paths.cache_dir) / "holdout", train_fn, targets)
+    except NoTwin as why:
+        # a split cut by time across users (global_temporal) has no "last interactions a user" to
+        # hold out; its val targets already lie after everything the served model trained on
+        log.warning("holdout_ckpt=auto: %s; the served model's val lists train the ranker", why)
+        cfg.holdout_ckpt = None
+        return {"holdout/checkpoint": f"none ({why})"}
     cfg.holdout_ckpt = record["checkpoint"]
     log.info("holdout model %s (fitted in %.0f s)", record["checkpoint"], record["fit_s"])
     return {
@@ -47,6 +54,10 @@ def fit_holdout(cfg: DictConfig, train_fn: Callable[[DictConfig], dict[str, Any]
         "holdout/fit_s": record["fit_s"],
         "holdout/targets": targets,
     }
+
+
+class NoTwin(ValueError):
+    """The served run's split has no twin (it cannot skip each user's last interactions)."""
 
 
 def holdout_record(
@@ -70,6 +81,9 @@ def holdout_record(
     with exclusive_lock(out.with_name(out.name + ".lock")):  # two rankers on one model fit it once
         if not path.is_file() or not Path(json.loads(path.read_text())["checkpoint"]).is_file():
             run = OmegaConf.load(config)
+            if "skip_last" not in run.split:
+                split = str(run.split.get("_target_", "?")).rsplit(".", 1)[-1]
+                raise NoTwin(f"the split of {config} ({split}) holds out no last interactions")
             run.split.skip_last = SKIP_LAST
             run.split.test_targets = targets
             # its directory from these values: the interpolation in a config saved before
@@ -79,6 +93,8 @@ def holdout_record(
                 split.validation_users, split.others, split.seed, split.skip_last, targets
             )
             run.test = False  # its test rows are the ranker's lists, built by the ranker's datamodule
+            # in this process: a distributed launch here would start the ranker's own command again
+            run.trainer.devices, run.trainer.num_nodes, run.trainer.strategy = 1, 1, "auto"
             run.paths.output_dir = str(out)
             run.derive = None  # the served run's derived values, as they were resolved
             run.ckpt_path = None
