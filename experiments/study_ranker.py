@@ -58,6 +58,12 @@ VARIANTS: dict[str, list[str]] = {
         "model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold,transition,"
         "category_share,category_recency]",
     ],
+    # the feature-group ablation on holdout lists (issue 32): each group off, the rest features only
+    "no_retrieval_features": [
+        "model.features=[log_popularity,recent_popularity,text_similarity,is_cold,transition]"
+    ],
+    "no_popularity": ["model.features=[score,rank,text_similarity,is_cold,transition]"],
+    "no_text": ["model.features=[score,rank,log_popularity,recent_popularity,is_cold,transition]"],
     # popularity and transitions counted from every interaction before each request (issue 17);
     # the default follows the split (leave-one-out: train counts), so this shows the LOO time leak
     "as_of_request": ["data.features_as_of_request=true"],
