@@ -82,8 +82,8 @@ def holdout_record(
         if not path.is_file() or not Path(json.loads(path.read_text())["checkpoint"]).is_file():
             run = OmegaConf.load(config)
             if "skip_last" not in run.split:
-                split = str(run.split.get("_target_", "?")).rsplit(".", 1)[-1]
-                raise NoTwin(f"the split of {config} ({split}) holds out no last interactions")
+                kind = str(run.split.get("_target_", "?")).rsplit(".", 1)[-1]
+                raise NoTwin(f"the split of {config} ({kind}) holds out no last interactions")
             run.split.skip_last = SKIP_LAST
             run.split.test_targets = targets
             # its directory from these values: the interpolation in a config saved before
