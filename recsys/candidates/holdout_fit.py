@@ -74,7 +74,8 @@ def holdout_record(
         raise FileNotFoundError(
             f"holdout_ckpt=auto: {config} not found (the run that wrote {served.name} saved no "
             f"configuration); train the retrieval run again with split.skip_last={SKIP_LAST} and pass "
-            "holdout_ckpt=<its best checkpoint>"
+            "holdout_ckpt=<its best checkpoint>, or train on the served model's val lists with "
+            "holdout_ckpt=null"
         )
     out = cache / (sha256_file(served)[:16] + (f"_m{targets}" if targets != 1 else ""))
     path = out / "holdout.json"
