@@ -199,6 +199,15 @@ def test_hparams_search_config_composes():
     assert cfg.model.normalize is False and cfg.model.user_encoder.dropout == 0.35  # the recipe's values
 
 
+def test_the_ranker_search_validates_and_never_asks_for_embeddings_the_twin_cannot_give():
+    import yaml
+
+    cfg = compose_config("train", ["hparams_search=ranker", "experiment=ranker", "retrieval_ckpt=x.ckpt"])
+    assert cfg.data.holdout_fraction > 0 and cfg.model.use_embeddings is False and cfg.holdout_ckpt == "auto"
+    space = yaml.safe_load((REPO_ROOT / "configs" / "hparams_search" / "ranker.yaml").read_text())
+    assert "model.use_embeddings" not in space["hydra"]["sweeper"]["search_space"]
+
+
 def test_the_ranker_learns_from_a_holdout_twin_on_features_only():
     cfg = compose_config("train", ["experiment=ranker", "retrieval_ckpt=x.ckpt"])
     assert cfg.holdout_ckpt == "auto" and cfg.data.holdout_ckpt == "auto" and cfg.holdout_targets >= 1
