@@ -108,3 +108,14 @@ def test_several_holdout_targets_give_several_lists_a_user_at_the_last_training_
     dm = candidate_datamodule(served, num_candidates=K, holdout_fraction=0, holdout_ckpt=record["checkpoint"])
     dm.setup()
     assert len(dm.splits["train"].candidates) == len(rows)
+
+
+def test_zero_holdout_targets_is_refused_not_read_as_one(tmp_path):
+    from recsys.candidates.holdout_fit import fit_holdout
+
+    cfg = OmegaConf.create(
+        {"holdout_ckpt": "auto", "holdout_targets": 0, "retrieval_ckpt": str(tmp_path / "x.ckpt"),
+         "paths": {"cache_dir": str(tmp_path)}}
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="holdout_targets must be >= 1, got 0"):
+        fit_holdout(cfg, lambda run: {})

@@ -38,7 +38,7 @@ def fit_holdout(cfg: DictConfig, train_fn: Callable[[DictConfig], dict[str, Any]
     if cfg.get("holdout_ckpt") != "auto":
         return {}
     served = Path(cfg.retrieval_ckpt)
-    targets = int(cfg.get("holdout_targets") or 1)
+    targets = int(cfg.get("holdout_targets", 1))  # 0 is refused by holdout_record, never read as 1
     try:
         record = holdout_record(served, Path(cfg.paths.cache_dir) / "holdout", train_fn, targets)
     except NoTwin as why:
@@ -85,13 +85,12 @@ def holdout_record(
             if "skip_last" not in run.split:
                 kind = str(run.split.get("_target_", "?")).rsplit(".", 1)[-1]
                 raise NoTwin(f"the split of {config} ({kind}) holds out no last interactions")
-            run.split.skip_last = SKIP_LAST
-            run.split.test_targets = targets
+            split = run.split
+            split.skip_last, split.test_targets = SKIP_LAST, targets
             # its directory from these values: the interpolation in a config saved before
             # split.test_targets existed does not name it
-            split = run.split
             split.dir_suffix = split_dir_suffix(
-                split.validation_users, split.others, split.seed, split.skip_last, targets
+                split.validation_users, split.others, split.seed, SKIP_LAST, targets
             )
             run.test = False  # its test rows are the ranker's lists, built by the ranker's datamodule
             # in this process: a distributed launch here would start the ranker's own command again
