@@ -459,3 +459,92 @@ def test_a_ranker_on_holdout_lists_learns_from_features_only(trained, holdout_ck
     metrics = train(compose_config("train", overrides))  # features only: experiment=ranker's default
     assert metrics["retrieval/ndcg@10"] == trained["metrics"]["retrieval/ndcg@10"]  # the served test lists
     assert 0.0 <= metrics["two_stage/ndcg@10"] <= 1.0
+
+
+def _with_test_targets_replaced(dataset, path: Path, replace: dict[int, int]):
+    """A copy of ``dataset`` whose test target of each user in ``replace`` (its split row and its
+    interaction) is the given item instead."""
+    import pyarrow as pa
+
+    from recsys.data.dataset import SPLITS, PreparedDataset
+    from recsys.data.splitting import TEST
+
+    def with_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
+        return table.set_column(
+            table.schema.get_field_index(name), name, pa.array(values, type=table[name].type)
+        )
+
+    splits = {s: dataset.read_split(s) for s in SPLITS}
+    test = splits["test"]
+    users = test["user_idx"].to_numpy()
+    assert len(np.unique(users)) == len(users), "one test row a user in this case"
+    splits["test"] = with_column(
+        test,
+        "target",
+        np.array([replace.get(u, t) for u, t in zip(users, test["target"].to_numpy(), strict=True)]),
+    )
+    inter = dataset.interactions()
+    item = inter["item_idx"].to_numpy().copy()
+    for i in np.flatnonzero(inter["role"].to_numpy() == TEST):
+        item[i] = replace.get(int(inter["user_idx"][i].as_py()), item[i])
+    info = {k: v for k, v in dataset.manifest.items() if k not in ("files", "created_at", "versions")}
+    return PreparedDataset.write(
+        path,
+        dataset.items,
+        splits,
+        with_column(inter, "item_idx", item),
+        dataset.text_embeddings(mmap=False),
+        info,
+    )
+
+
+@pytest.mark.parametrize("as_of_request", [True, False])
+def test_no_feature_reads_the_request_target(retrieval, tmp_path, as_of_request):
+    """Leakage probe: a retrieved test target replaced by another item of the same list changes no
+    candidate, feature or ranker score of that request (nor of any request before it), so a
+    ranker can only score a target at random from what it is given. Each probe changes one
+    request's target: another user's interaction before a request is known to it."""
+    from recsys.candidates.datamodule import model_lists
+    from recsys.features.ranker_features import feature_columns
+    from recsys.models.ranker_net import RankerNet
+
+    dataset = retrieval._dataset
+    settings = CandidateSettings(
+        num_candidates=K,
+        last_n=5,
+        recent_window_days=1.0,
+        max_history=20,
+        features_as_of_request=as_of_request,
+    )
+    real = model_lists(retrieval, dataset, settings, ("test",))[0]["test"]
+    times = dataset.read_split("test")["timestamp"].to_numpy()
+    torch.manual_seed(0)  # any ranker over every feature and the vectors
+    net = RankerNet(
+        real.user_vectors.shape[1],
+        feature_columns(FEATURES),
+        **NET,
+        use_embeddings=True,
+        hidden=[8],
+        prior_scale=0.0,
+    ).eval()
+    catalog = retrieval.encode_catalog()
+    rng = np.random.default_rng(7)
+    for n, row in enumerate(rng.choice(np.flatnonzero(real.target_pos.numpy() >= 0), 8, replace=False)):
+        others = real.candidates[row][
+            (real.candidates[row] > 0) & (real.candidates[row] != real.targets[row])
+        ]
+        other = int(others[rng.integers(len(others))])
+        probe = _with_test_targets_replaced(dataset, tmp_path / f"probe{n}", {int(real.user_idx[row]): other})
+        fake = model_lists(retrieval, probe, settings, ("test",))[0]["test"]
+        assert int(fake.targets[row]) == other != int(real.targets[row])
+        before = times <= times[row]  # this request and every one before it
+        assert torch.equal(fake.candidates[before], real.candidates[before])
+        assert torch.equal(fake.features[before], real.features[before]), (
+            f"row {row}: a feature reads its target"
+        )
+        items = catalog[real.candidates[row]][None]
+        with torch.no_grad():
+            assert torch.equal(
+                net(real.user_vectors[row][None], items, real.features[row][None]),
+                net(fake.user_vectors[row][None], items, fake.features[row][None]),
+            )
