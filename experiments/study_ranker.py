@@ -46,6 +46,11 @@ VARIANTS: dict[str, list[str]] = {
     "features_bce": ["model.loss=bce"],
     "hidden_512": ["model.hidden=[512,256]"],  # the seed's layer widths
     "hidden_128": ["model.hidden=[128,64]"],
+    "hidden_64": ["model.hidden=[64]"],  # one narrow layer: a fifth of the served ranker's time (issue 33)
+    # the candidate's age at the request (days since its first interaction before it; issue 32)
+    "item_age": [
+        "model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold,transition,item_age]"
+    ],
     "dropout_04": ["model.dropout=0.4"],
     "no_transition": ["model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold]"],
     # the user's history in the candidate's categories (share, recency): ML-100K genres (issue 32)

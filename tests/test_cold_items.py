@@ -119,5 +119,13 @@ def test_prepared_cold_split_keeps_held_out_items_out_of_training(tmp_path):
     assert len(held_idx - targeted) == stats["cold_holdout_distractor_items"]
     # training lost the held-out items' and the distractors' rows
     lost = stats["cold_holdout_train_interactions"] + stats["cold_holdout_distractor_train_interactions"]
-    assert plain.read_split("train").num_rows - train.num_rows >= lost > 0
+
+    def train_roles(dataset) -> np.ndarray:
+        table = dataset.interactions(["user_idx", "role"])
+        return table["user_idx"].to_numpy()[table["role"].to_numpy() == TRAIN]
+
+    assert len(train_roles(plain)) - len(train_roles(cold)) == lost > 0
+    for dataset in (plain, cold):  # a training row per training interaction but each user's first
+        per_user = np.bincount(train_roles(dataset))
+        assert dataset.read_split("train").num_rows == np.maximum(per_user - 1, 0).sum()
     assert cold.manifest["config"]["cold_items"]["fraction"] == 0.2

@@ -233,3 +233,17 @@ def test_category_codes_only_for_a_ranker_that_reads_them_and_then_as_in_trainin
     for a, b in zip(served, trained_lists, strict=True):
         torch.testing.assert_close(a, b)
     assert served[0].abs().sum() > 0  # the crosses are not all zero on this history
+
+
+def test_item_age_served_as_of_the_end_of_the_data(graph, trained):
+    """The bundle carries each item's age at the end of the data (the ranker's item_age input, as
+    its training lists computed it at each request); an item added later has none."""
+    from recsys.data.dataset import PreparedDataset
+    from recsys.features.ranker_features import InteractionTimeline
+    from recsys.models.two_tower_module import TwoTowerModule
+
+    model = TwoTowerModule.load_from_checkpoint(trained["retrieval"], weights_only=True)
+    timeline = InteractionTimeline.from_dataset(PreparedDataset.load(model.hparams.dataset_dir))
+    expected = timeline.age_days(graph.item_idx, timeline.end)
+    np.testing.assert_array_equal(graph.age_days[graph.item_idx], expected)
+    assert (expected > 0).any() and (expected < 0).any()  # aged items and never-interacted ones

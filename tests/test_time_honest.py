@@ -134,6 +134,35 @@ def test_timeline_counts_equal_brute_force(timeline_case):
         )
 
 
+def test_item_age_equals_brute_force(timeline_case):
+    """Days from each item's first interaction before the request (−1 for none), and the feature:
+    log1p of them, 0 for none."""
+    import torch
+
+    from recsys.features.ranker_features import item_age
+
+    dataset, _, kept = timeline_case
+    timeline = InteractionTimeline.from_dataset(dataset)
+    items = np.arange(2, dataset.n_items + 2)
+    t, item = kept["timestamp"].to_numpy(), kept["item_idx"].to_numpy()
+    n_aged = 0
+    for row in _split_rows(dataset, "test").itertuples():
+        got = timeline.age_days(items[None, :], np.array([row.timestamp]))[0]
+        for i, age in zip(items, got, strict=True):
+            before = t[(item == i) & (t < row.timestamp)]
+            expected = (row.timestamp - before.min()) / DAY_MS if len(before) else -1.0
+            assert age == pytest.approx(expected, rel=1e-6)
+            n_aged += bool(len(before))
+        feature = item_age(torch.from_numpy(got)).numpy()
+        np.testing.assert_allclose(feature, np.where(got >= 0, np.log1p(np.maximum(got, 0)), 0.0), rtol=1e-6)
+    assert n_aged
+    assert (timeline.age_days(items, int(t.min())) == -1).all()  # nothing before the first interaction
+    # "now" (serving): every interaction is before it
+    end = timeline.age_days(items, timeline.end)
+    first = np.array([t[item == i].min() if (item == i).any() else -1 for i in items])
+    np.testing.assert_allclose(end, np.where(first >= 0, (timeline.end - first) / DAY_MS, -1.0), rtol=1e-6)
+
+
 def test_timed_transition_counts_equal_brute_force(timeline_case):
     dataset, _, kept = timeline_case
     transitions = TimedTransitions.from_dataset(dataset, window=3)

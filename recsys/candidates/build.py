@@ -77,7 +77,10 @@ def build_candidates(
     # users' clocks, so counts "in the window before the request" have no meaning
     clock = not dataset.time_is_ordinal
     if not clock:
-        log.warning("%s: time is ordinal; recent_popularity is 0 and popularity is the training count", split)
+        log.warning(
+            "%s: time is ordinal; recent_popularity and item_age are 0 and popularity is the training count",
+            split,
+        )
     parts: dict[str, list] = {n: [] for n in ("user", "cand", "feat", "pos", "rank")}
     for lo in track(range(0, len(rows), batch_size), description=f"candidates ({split})", transient=True):
         idx = list(range(lo, min(lo + batch_size, len(rows))))
@@ -106,6 +109,7 @@ def build_candidates(
             if settings.features_as_of_request and clock
             else None
         )
+        age = torch.from_numpy(timeline.age_days(cand.numpy(), as_of)) if clock else None
         feats = candidate_features(
             tables,
             cand,
@@ -117,6 +121,7 @@ def build_candidates(
             last_n,
             as_of=as_of,
             popularity=popularity,
+            age_days=age,
         )
         hit = cand == batch["target"][:, None]
         pos = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(batch["target"], -1))

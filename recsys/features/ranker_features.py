@@ -17,6 +17,10 @@ feature can never mean one thing in training and another online.
   signal the neural towers smooth away (measured on ML-100K: +6% two-stage ndcg@10 on its own)
 - ``category_share``, ``category_recency``: the user's history in the candidate's categories
   (``recsys.features.category_features``); 0 where the data has no categories
+- ``item_age``: log1p(days since the item's first interaction before the request), 0 for an item
+  no one has interacted with before it (and on files whose time is an ordinal). With
+  ``recent_popularity`` it tells a new release that others have just started on from an old
+  item, which no training interaction of a cold item can
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ FEATURES = (
     "is_cold",
     "transition",
     *CROSSES,
+    "item_age",
 )
+_MS_PER_DAY = 86_400_000
 
 
 def feature_columns(names: list[str] | tuple[str, ...]) -> list[int]:
@@ -84,6 +90,20 @@ class InteractionTimeline:
         """One millisecond after the last interaction: "now" for serving."""
         mask = (1 << _TS_BITS) - 1
         return int((self.keys & mask).max()) + 1 if len(self.keys) else 0
+
+    def age_days(self, items: np.ndarray, as_of: np.ndarray | int) -> np.ndarray:
+        """Days from each item's first interaction strictly before ``as_of`` to ``as_of`` (−1: none);
+        ``as_of`` broadcasts over items' rows like ``counts``."""
+        items = np.asarray(items, dtype=np.int64)
+        as_of = np.asarray(as_of, dtype=np.int64)
+        if as_of.ndim == 1 and items.ndim == 2:
+            as_of = as_of[:, None]
+        if not len(self.keys):
+            return np.full(items.shape, -1.0, dtype=np.float32)
+        key = self.keys[np.searchsorted(self.keys, items << _TS_BITS).clip(max=len(self.keys) - 1)]
+        first = key & ((1 << _TS_BITS) - 1)
+        seen = ((key >> _TS_BITS) == items) & (first < as_of)
+        return np.where(seen, (as_of - first) / _MS_PER_DAY, -1.0).astype(np.float32)
 
     def counts(self, items: np.ndarray, as_of: np.ndarray | int, window_ms: int | None) -> np.ndarray:
         """Interactions of ``items`` in [as_of − window, as_of) (all before ``as_of`` when the window
@@ -303,11 +323,14 @@ def candidate_features(
     last_n: int = 5,
     as_of: np.ndarray | None = None,
     popularity: torch.Tensor | None = None,
+    age_days: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[B, K, len(FEATURES)] for candidate item_idx [B, K] of users with right-padded ``history``.
 
     ``as_of`` [B] (request times) feeds timed transitions; ``popularity`` [B, K] (interaction
-    counts before each request) replaces the tables' train-count popularity when given.
+    counts before each request) replaces the tables' train-count popularity when given;
+    ``age_days`` [B, K] (``InteractionTimeline.age_days`` at each request, −1: none; None: no
+    clock) feeds ``item_age``.
     """
     batch, k = candidates.shape
     rank = torch.log1p(torch.arange(k, dtype=torch.float32, device=candidates.device)).expand(batch, k)
@@ -338,6 +361,12 @@ def candidate_features(
             torch.log1p(torch.from_numpy(follows)),
             share,
             recency,
+            item_age(age_days) if age_days is not None else torch.zeros(candidates.shape),
         ],
         dim=-1,
     )
+
+
+def item_age(age_days: torch.Tensor) -> torch.Tensor:
+    """The ``item_age`` feature of ``InteractionTimeline.age_days`` values: log1p(days), 0 for none."""
+    return torch.log1p(age_days.float().clamp(min=0))

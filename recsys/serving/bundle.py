@@ -3,7 +3,8 @@
 Files (every one hashed in ``manifest.json``, verified on load):
 - ``items.parquet``: item_idx, item_id, title, categories, popularity (train interactions, or
   every known one when the ranker's features are as of the request), recent_popularity
-  (interactions in the ranker's window before the end of the data), is_warm
+  (interactions in the ranker's window before the end of the data), age_days (from the item's
+  first interaction to the end of the data, −1 for none: the ranker's ``item_age``), is_warm
 - ``users.parquet``: every user of the dataset: user_id, history (item_id strings of all their
   interactions, whatever split role, oldest first, capped at max_history), timestamps (ms)
 - ``item_embeddings.npy``: float32 [n_items, d], row i = items.parquet row i (item_idx = i + 2)

@@ -136,6 +136,11 @@ def write_bundle(
         if not dataset.time_is_ordinal
         else np.zeros(len(items))
     )
+    age = (  # the ranker's item_age as of "now" (−1: never interacted with; ordinal time: none)
+        timeline.age_days(items["item_idx"].to_numpy(), timeline.end)
+        if not dataset.time_is_ordinal
+        else np.full(len(items), -1.0, dtype=np.float32)
+    )
     # what the ranker's log_popularity read in training: every interaction before the request
     # (here: all of them) when features are as of the request, else the train counts
     popularity = (
@@ -151,6 +156,7 @@ def write_bundle(
             "categories": items["categories"].to_numpy(),
             "popularity": popularity,
             "recent_popularity": recent,
+            "age_days": age,
             "is_warm": items["is_warm"].to_numpy(),
         }
     )

@@ -92,6 +92,9 @@ class InferenceGraph:
         self.tables = ItemFeatureTables.from_arrays(counts, warm, bundle.text_embeddings, codes)
         self.recent = np.zeros(n, dtype=np.int64)
         self.recent[self.item_idx] = items["recent_popularity"].to_numpy()
+        self.age_days = np.full(n, -1.0, dtype=np.float32)  # bundles written before item_age: none
+        if "age_days" in items:
+            self.age_days[self.item_idx] = items["age_days"].to_numpy()
         self.embeddings = torch.from_numpy(
             np.concatenate(
                 [np.zeros((2, bundle.item_embeddings.shape[1]), np.float32), bundle.item_embeddings]
@@ -226,6 +229,7 @@ class InferenceGraph:
         if ranker is None:
             return cand_t[:top_k].numpy(), exact[:top_k].numpy()
         recent = torch.from_numpy(self.recent[cand_t.numpy()])[None]
+        age = torch.from_numpy(self.age_days[cand_t.numpy()])[None]
         feats = candidate_features(
             self.tables,
             cand_t[None],
@@ -235,6 +239,7 @@ class InferenceGraph:
             history,
             lengths,
             self.last_n,
+            age_days=age,
         )
         logits = ranker.score_user(user[0], items, feats[0])
         final = ranker.final_scores(
@@ -290,6 +295,9 @@ class InferenceGraph:
         zeros = np.zeros(n_new, dtype=np.int64)
         self.popularity = np.concatenate([self.popularity, zeros])
         self.recent = np.concatenate([self.recent, zeros])
+        self.age_days = np.concatenate(
+            [self.age_days, np.full(n_new, -1.0, dtype=np.float32)]
+        )  # no interaction yet
         self.removed = np.concatenate([self.removed, np.zeros(n_new, dtype=bool)])
         t = self.tables
         self.tables = ItemFeatureTables(
