@@ -95,3 +95,56 @@ def test_tiny_benchmark_run_writes_results_and_table(tmp_path):
     # resumable: a second call finds the result and runs nothing
     again = subprocess.run(run, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "0 runs to do" in again.stdout
+
+
+def _ranker_record(dataset: str, seed: int, retrieval: float, two_stage: float, wall: float | None) -> dict:
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "commands": [
+            "python -m recsys.train experiment=two_tower …",
+            "python -m recsys.train experiment=ranker …",
+        ],
+        "retrieval": {"ndcg@10": retrieval, "recall@10": 2 * retrieval},
+        "two_stage": {"ndcg@10": two_stage, "recall@10": 2 * two_stage},
+        "wall_s": wall,
+        "threads": 1,
+        "cpu": {"model": "Test CPU", "flags": ["avx2"], "cores": 2},
+        "commit": "abc1234",
+    }
+
+
+def test_stage_two_table_from_results_alone(tmp_path):
+    from experiments.benchmark_ranker import render_ranker_runs, render_ranker_table
+
+    for seed, (ret, two, wall) in {1: (0.05, 0.055, None), 2: (0.04, 0.048, 300.0)}.items():
+        (tmp_path / f"beauty_seed{seed}.json").write_text(
+            json.dumps(_ranker_record("beauty", seed, ret, two, wall))
+        )
+    published = {"Beauty": {"best found": [(0.1041, 0.0614), (0.1017, 0.0608)]}}
+    by_dataset = benchmark.load_results(tmp_path)
+    beauty = next(
+        line for line in render_ranker_table(by_dataset, published).splitlines() if "| beauty |" in line
+    )
+    # ratios 1.1 and 1.2 per seed: mean 1.150, sample sd 0.071; the published best beside them;
+    # the largest wall time known (seed 1 reused a twin: its time is not known in full)
+    assert "| 0.0450 ± 0.0071 | 0.0515 ± 0.0049 | 1.150 ± 0.071× |" in beauty
+    assert beauty.endswith("| 0.0614 | 300 |")
+    runs = render_ranker_runs(by_dataset)
+    assert (
+        "| beauty | 1 | 0.0500 | 0.0550 | — |" in runs
+        and "; then `python -m recsys.train experiment=ranker" in runs
+    )
+
+
+def test_twin_checkpoint_is_the_one_kept_or_refused(tmp_path):
+    from experiments.benchmark_ranker import twin_checkpoint
+
+    assert twin_checkpoint(tmp_path) is None  # not fitted yet
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_text("x")
+    (tmp_path / "checkpoints" / "epoch_011.ckpt").write_text("x")
+    assert twin_checkpoint(tmp_path).name == "epoch_011.ckpt"
+    (tmp_path / "checkpoints" / "epoch_013.ckpt").write_text("x")
+    with pytest.raises(RuntimeError, match="2 epoch checkpoints"):
+        twin_checkpoint(tmp_path)
