@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: stage two's module imports from this package
+    sys.path.insert(0, str(REPO))
 RESULTS_DIR = REPO / "experiments" / "results" / "benchmark"
 RANKER_RESULTS_DIR = REPO / "experiments" / "results" / "benchmark_ranker"  # --stage two
 TABLE = REPO / "docs" / "BENCHMARKS.md"
