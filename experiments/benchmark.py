@@ -266,6 +266,7 @@ def write_report(results: Path, table: Path, ranker_results: Path | None = None)
     published = parse_published(PUBLISHED)
     summary = render_table(by_dataset, published)
     rankers = load_results(ranker_results) if ranker_results and ranker_results.is_dir() else {}
+    ranker_table = render_ranker_table(rankers, published) if rankers else ""
     stage_two = (
         "\n\n## Stage two: the ranker on these runs\n\n"
         "Each row: the retrieval run above (same dataset and seed), its holdout twin (the recipe "
@@ -274,7 +275,7 @@ def write_report(results: Path, table: Path, ranker_results: Path | None = None)
         "protocol). Both figures are test over the same users, read here only; the ranker's settings "
         "were chosen on validation (experiments/log/ranker.md). `python experiments/benchmark.py "
         "--stage two`.\n\n"
-        f"{render_ranker_table(rankers, published)}\n\n### Stage-two runs\n\n{render_ranker_runs(rankers)}"
+        f"{ranker_table}\n\n### Stage-two runs\n\n{render_ranker_runs(rankers)}"
         if rankers
         else ""
     )
@@ -295,6 +296,11 @@ def write_report(results: Path, table: Path, ranker_results: Path | None = None)
     )
     table.parent.mkdir(parents=True, exist_ok=True)
     table.write_text(text)
+    if ranker_table:  # the README's block shows both stages
+        summary += (
+            "\n\nStage two: `experiment=ranker` on the same runs (its holdout twin's lists; test over the "
+            f"same users; `python experiments/benchmark.py --stage two`):\n\n{ranker_table}"
+        )
     return summary
 
 
