@@ -9,8 +9,8 @@ skipped (``split.skip_last=2``, the same seed; its test targets are the served m
 training targets), then ``experiment=ranker`` on the served checkpoint with that twin's lists
 (``holdout_ckpt=<its best checkpoint>``: the served runs of the suite predate the saved run
 configuration that ``holdout_ckpt=auto`` replays). Each finished pair is recorded under
-``experiments/results/benchmark_ranker/`` (resumable; a twin already fitted in its directory is
-reused) and tabulated in docs/BENCHMARKS.md: retrieval and two-stage test figures over the same
+``experiments/results/benchmark_ranker/`` (resumable; a twin whose fit finished, ``twin.json`` in its
+directory, is reused, an interrupted one fitted again) and tabulated in docs/BENCHMARKS.md: retrieval and two-stage test figures over the same
 users, read only there.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -43,15 +44,38 @@ def _relative(path: str | Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def twin_checkpoint(out: Path) -> Path | None:
-    """The twin's selected checkpoint: the one epoch file ``model_checkpoint`` keeps (None: not
-    fitted yet). Several mean the directory holds more than one fit: refused, never guessed."""
+TWIN_RECORD = "twin.json"  # written once a twin's fit has finished: what a resumed suite reuses
+
+
+def twin_checkpoint(out: Path) -> Path:
+    """The twin's selected checkpoint: the one epoch file ``model_checkpoint`` keeps. Several mean
+    the directory holds more than one fit: refused, never guessed."""
     found = sorted((out / "checkpoints").glob("epoch_*.ckpt"))
-    if len(found) > 1:
-        raise RuntimeError(
-            f"{out}: {len(found)} epoch checkpoints ({found[0].name}, …); remove the directory"
-        )
-    return found[0] if found else None
+    if len(found) != 1:
+        raise RuntimeError(f"{out}: {len(found)} epoch checkpoints, expected one; remove the directory")
+    return found[0]
+
+
+def fitted_twin(out: Path, overrides: list[str], threads: int) -> tuple[Path, float | None]:
+    """The twin's checkpoint and fit seconds (None: not measured) from its record when an earlier
+    suite finished it, else fitted now (a directory without a record is an interrupted fit: started
+    again)."""
+    record = out / TWIN_RECORD
+    if record.is_file():
+        done = json.loads(record.read_text())
+        return REPO / done["checkpoint"], done["wall_s"]
+    if out.exists():
+        print(f"[benchmark] {_relative(out)}: an unfinished twin fit, started again", flush=True)
+        out.unlink() if out.is_symlink() else shutil.rmtree(out)
+    wall = train_run(overrides, out, threads)
+    checkpoint = twin_checkpoint(out)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps({"checkpoint": _relative(checkpoint), "command": command_line(overrides), "wall_s": wall})
+        + "\n"
+    )
+    tmp.replace(record)
+    return checkpoint, wall
 
 
 def run_two(name: str, seed: int, args: argparse.Namespace, results: Path) -> Path:
@@ -72,16 +96,8 @@ def run_two(name: str, seed: int, args: argparse.Namespace, results: Path) -> Pa
         "test=false",
     ]
     commit = git_commit()
-    wall: float | None = 0.0
-    twin = twin_checkpoint(twin_dir)
-    if twin is None:
-        print(f"[benchmark] {name} seed {seed} twin: {command_line(twin_overrides)}", flush=True)
-        wall += train_run(twin_overrides, twin_dir, args.threads)
-        twin = twin_checkpoint(twin_dir)
-        if twin is None:
-            raise RuntimeError(f"{twin_dir}: the twin's fit saved no checkpoint")
-    else:
-        wall = None  # a twin fitted earlier: this pair's time is not known in full
+    print(f"[benchmark] {name} seed {seed} twin: {command_line(twin_overrides)}", flush=True)
+    twin, twin_wall = fitted_twin(twin_dir, twin_overrides, args.threads)
     ranker_dir = REPO / args.workdir / name / f"ranker_seed{seed}"
     ranker_overrides = [
         "experiment=ranker",
@@ -101,7 +117,7 @@ def run_two(name: str, seed: int, args: argparse.Namespace, results: Path) -> Pa
         "n_test_users": metrics["n_users"],
         "epochs_done": metrics["epochs_done"],
         "precision": metrics["precision"],
-        "wall_s": None if wall is None else round(wall + ranker_wall, 1),
+        "wall_s": None if twin_wall is None else round(twin_wall + ranker_wall, 1),
         "ranker_wall_s": round(ranker_wall, 1),
         "peak_rss_gib": metrics.get("peak_rss_gib"),
         "threads": args.threads,

@@ -137,14 +137,28 @@ def test_stage_two_table_from_results_alone(tmp_path):
     )
 
 
-def test_twin_checkpoint_is_the_one_kept_or_refused(tmp_path):
-    from experiments.benchmark_ranker import twin_checkpoint
+def test_a_twin_is_reused_only_once_its_fit_finished(tmp_path, monkeypatch):
+    from experiments import benchmark_ranker
 
-    assert twin_checkpoint(tmp_path) is None  # not fitted yet
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_text("x")
-    (tmp_path / "checkpoints" / "epoch_011.ckpt").write_text("x")
-    assert twin_checkpoint(tmp_path).name == "epoch_011.ckpt"
-    (tmp_path / "checkpoints" / "epoch_013.ckpt").write_text("x")
+    fits = []
+
+    def fake_fit(overrides, out, threads):  # what a finished fit leaves: one kept epoch, and last
+        fits.append(out)
+        (out / "checkpoints").mkdir(parents=True)
+        for name in ("epoch_011.ckpt", "last.ckpt"):
+            (out / "checkpoints" / name).write_text("x")
+        return 12.5
+
+    monkeypatch.setattr(benchmark_ranker, "train_run", fake_fit)
+    monkeypatch.setattr(benchmark_ranker, "REPO", tmp_path)
+    twin = tmp_path / "holdout_seed42"
+    (twin / "checkpoints").mkdir(parents=True)
+    (twin / "checkpoints" / "epoch_003.ckpt").write_text("x")  # an interrupted fit: no twin.json
+    checkpoint, wall = benchmark_ranker.fitted_twin(twin, ["experiment=two_tower"], 1)
+    assert checkpoint.name == "epoch_011.ckpt" and wall == 12.5 and len(fits) == 1
+    assert not (twin / "checkpoints" / "epoch_003.ckpt").exists()  # fitted again from scratch
+    assert benchmark_ranker.fitted_twin(twin, ["experiment=two_tower"], 1) == (checkpoint, 12.5)
+    assert len(fits) == 1  # the finished fit is reused
+    (twin / "checkpoints" / "epoch_013.ckpt").write_text("x")
     with pytest.raises(RuntimeError, match="2 epoch checkpoints"):
-        twin_checkpoint(tmp_path)
+        benchmark_ranker.twin_checkpoint(twin)
