@@ -15,6 +15,8 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from recsys.utils.artifacts import exclusive_lock
+
 log = logging.getLogger(__name__)
 
 WORKER_ATTR = "worker"  # host:pid of the sweeper that asked the trial
@@ -45,9 +47,13 @@ def _alive_here(worker: str | None) -> bool:
 def storage_for(url: str) -> optuna.storages.RDBStorage:
     """An RDB storage; SQLite waits for a lock instead of failing when several workers write."""
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    if not url.startswith("sqlite:///"):
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    database = Path(url.removeprefix("sqlite:///"))
+    # the first workers on a new file would each create its schema: Optuna's version row then
+    # fails the second insert (UNIQUE alembic_version); they take turns instead
+    with exclusive_lock(database.with_name(database.name + ".lock")):
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 def open_study(
