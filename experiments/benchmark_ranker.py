@@ -23,6 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
+from experiments._measure import shown_path
 from experiments.benchmark import (
     DATASETS,
     RANKER_RESULTS_DIR,
@@ -39,11 +40,6 @@ __all__ = ["RANKER_RESULTS_DIR", "render_ranker_runs", "render_ranker_table", "r
 KEYS = ("ndcg@10", "recall@10")
 
 
-def _relative(path: str | Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 TWIN_RECORD = "twin.json"  # written once a twin's fit has finished: what a resumed suite reuses
 
 
@@ -56,22 +52,21 @@ def twin_checkpoint(out: Path) -> Path:
     return found[0]
 
 
-def fitted_twin(out: Path, overrides: list[str], threads: int) -> tuple[Path, float | None]:
-    """The twin's checkpoint and fit seconds (None: not measured) from its record when an earlier
-    suite finished it, else fitted now (a directory without a record is an interrupted fit: started
-    again)."""
+def fitted_twin(out: Path, overrides: list[str], threads: int) -> tuple[Path, float]:
+    """The twin's checkpoint and fit seconds: from its record when an earlier suite finished it,
+    else fitted now (a directory without a record is an interrupted fit: started again)."""
     record = out / TWIN_RECORD
     if record.is_file():
         done = json.loads(record.read_text())
         return REPO / done["checkpoint"], done["wall_s"]
     if out.exists():
-        print(f"[benchmark] {_relative(out)}: an unfinished twin fit, started again", flush=True)
+        print(f"[benchmark] {shown_path(out)}: an unfinished twin fit, started again", flush=True)
         out.unlink() if out.is_symlink() else shutil.rmtree(out)
     wall = train_run(overrides, out, threads)
     checkpoint = twin_checkpoint(out)
     tmp = record.with_suffix(".tmp")
     tmp.write_text(
-        json.dumps({"checkpoint": _relative(checkpoint), "command": command_line(overrides), "wall_s": wall})
+        json.dumps({"checkpoint": shown_path(checkpoint), "command": command_line(overrides), "wall_s": wall})
         + "\n"
     )
     tmp.replace(record)
@@ -86,7 +81,7 @@ def run_two(name: str, seed: int, args: argparse.Namespace, results: Path) -> Pa
             f"no retrieval result for {name} seed {seed} in {stage_one}: run stage one first"
         )
     served = json.loads((REPO / args.workdir / name / f"seed{seed}" / "metrics.json").read_text())
-    served_ckpt = _relative(served["best_checkpoint"])
+    served_ckpt = shown_path(served["best_checkpoint"])
     twin_dir = REPO / args.workdir / name / f"holdout_seed{seed}"
     twin_overrides = [
         "experiment=two_tower",
@@ -102,7 +97,7 @@ def run_two(name: str, seed: int, args: argparse.Namespace, results: Path) -> Pa
     ranker_overrides = [
         "experiment=ranker",
         f"retrieval_ckpt={served_ckpt}",
-        f"holdout_ckpt={_relative(twin)}",
+        f"holdout_ckpt={shown_path(twin)}",
         f"seed={seed}",
     ]
     print(f"[benchmark] {name} seed {seed} ranker: {command_line(ranker_overrides)}", flush=True)
@@ -117,7 +112,7 @@ def run_two(name: str, seed: int, args: argparse.Namespace, results: Path) -> Pa
         "n_test_users": metrics["n_users"],
         "epochs_done": metrics["epochs_done"],
         "precision": metrics["precision"],
-        "wall_s": None if twin_wall is None else round(twin_wall + ranker_wall, 1),
+        "wall_s": round(twin_wall + ranker_wall, 1),
         "ranker_wall_s": round(ranker_wall, 1),
         "peak_rss_gib": metrics.get("peak_rss_gib"),
         "threads": args.threads,

@@ -484,9 +484,9 @@ def _with_test_targets_replaced(dataset, path: Path, replace: dict[int, int]):
         np.array([replace.get(u, t) for u, t in zip(users, test["target"].to_numpy(), strict=True)]),
     )
     inter = dataset.interactions()
-    item = inter["item_idx"].to_numpy().copy()
+    item, user = inter["item_idx"].to_numpy().copy(), inter["user_idx"].to_numpy()
     for i in np.flatnonzero(inter["role"].to_numpy() == TEST):
-        item[i] = replace.get(int(inter["user_idx"][i].as_py()), item[i])
+        item[i] = replace.get(int(user[i]), item[i])
     info = {k: v for k, v in dataset.manifest.items() if k not in ("files", "created_at", "versions")}
     return PreparedDataset.write(
         path,

@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-MS_PER_DAY = 86_400_000
-
+from recsys.features.ranker_features import MS_PER_DAY
 
 # what a ranker checkpoint written before a setting existed meant by its absence
 LEGACY = {"max_history": None, "features_as_of_request": False}

@@ -47,7 +47,7 @@ FEATURES = (
     *CROSSES,
     "item_age",
 )
-_MS_PER_DAY = 86_400_000
+MS_PER_DAY = 86_400_000
 
 
 def feature_columns(names: list[str] | tuple[str, ...]) -> list[int]:
@@ -60,6 +60,13 @@ def feature_columns(names: list[str] | tuple[str, ...]) -> list[int]:
 
 _TS_BITS = 42  # milliseconds up to year 2109; item_idx < 2**21 keeps keys inside int64
 _ROW_SEARCH_MAX = 32  # ItemTransitions.counts searches row by row up to this many source items
+
+
+def _per_item(items: np.ndarray, as_of: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    """int64 items and request times, a time a row of items ([B] against [B, K]) broadcast over it."""
+    items = np.asarray(items, dtype=np.int64)
+    as_of = np.asarray(as_of, dtype=np.int64)
+    return items, as_of[:, None] if as_of.ndim == 1 and items.ndim == 2 else as_of
 
 
 @dataclass
@@ -94,26 +101,20 @@ class InteractionTimeline:
     def age_days(self, items: np.ndarray, as_of: np.ndarray | int) -> np.ndarray:
         """Days from each item's first interaction strictly before ``as_of`` to ``as_of`` (−1: none);
         ``as_of`` broadcasts over items' rows like ``counts``."""
-        items = np.asarray(items, dtype=np.int64)
-        as_of = np.asarray(as_of, dtype=np.int64)
-        if as_of.ndim == 1 and items.ndim == 2:
-            as_of = as_of[:, None]
+        items, as_of = _per_item(items, as_of)
         if not len(self.keys):
             return np.full(items.shape, -1.0, dtype=np.float32)
         key = self.keys[np.searchsorted(self.keys, items << _TS_BITS).clip(max=len(self.keys) - 1)]
         first = key & ((1 << _TS_BITS) - 1)
         seen = ((key >> _TS_BITS) == items) & (first < as_of)
-        return np.where(seen, (as_of - first) / _MS_PER_DAY, -1.0).astype(np.float32)
+        return np.where(seen, (as_of - first) / MS_PER_DAY, -1.0).astype(np.float32)
 
     def counts(self, items: np.ndarray, as_of: np.ndarray | int, window_ms: int | None) -> np.ndarray:
         """Interactions of ``items`` in [as_of − window, as_of) (all before ``as_of`` when the window
         is None); ``as_of`` broadcasts over items' rows."""
         if window_ms is None:
             window_ms = 1 << _TS_BITS
-        items = np.asarray(items, dtype=np.int64)
-        as_of = np.asarray(as_of, dtype=np.int64)
-        if as_of.ndim == 1 and items.ndim == 2:
-            as_of = as_of[:, None]
+        items, as_of = _per_item(items, as_of)
         hi = (items << _TS_BITS) | np.clip(as_of, 0, (1 << _TS_BITS) - 1)
         lo = (items << _TS_BITS) | np.clip(as_of - window_ms, 0, (1 << _TS_BITS) - 1)
         return np.searchsorted(self.keys, hi) - np.searchsorted(self.keys, lo)

@@ -295,9 +295,8 @@ class InferenceGraph:
         zeros = np.zeros(n_new, dtype=np.int64)
         self.popularity = np.concatenate([self.popularity, zeros])
         self.recent = np.concatenate([self.recent, zeros])
-        self.age_days = np.concatenate(
-            [self.age_days, np.full(n_new, -1.0, dtype=np.float32)]
-        )  # no interaction yet
+        # no interaction yet: no age
+        self.age_days = np.concatenate([self.age_days, np.full(n_new, -1.0, dtype=np.float32)])
         self.removed = np.concatenate([self.removed, np.zeros(n_new, dtype=bool)])
         t = self.tables
         self.tables = ItemFeatureTables(
