@@ -18,6 +18,7 @@ from recsys.candidates.settings import CandidateSettings
 from recsys.data.datamodules import RaggedRows
 from recsys.data.dataset import PreparedDataset
 from recsys.evaluation.retrieval_evaluator import SplitRanker
+from recsys.features.attribute_features import Attributes
 from recsys.features.ranker_features import (
     InteractionTimeline,
     ItemFeatureTables,
@@ -65,8 +66,10 @@ def build_candidates(
     transitions: ItemTransitions | TimedTransitions,
     batch_size: int = 512,
     catalog: torch.Tensor | None = None,
+    attributes: Attributes | None = None,
 ) -> CandidateSet:
-    """Top-K lists of a trained ``TwoTowerModule`` for every row of ``split`` (val or test)."""
+    """Top-K lists of a trained ``TwoTowerModule`` for every row of ``split`` (val or test);
+    ``attributes``: the declared attribute columns follow the features (``attribute_features``)."""
     k, last_n = settings.num_candidates, settings.last_n
     model.eval()
     rows = RaggedRows.from_split(dataset, split, settings.max_history)
@@ -123,6 +126,8 @@ def build_candidates(
             popularity=popularity,
             age_days=age,
         )
+        if attributes is not None and attributes.layout.width:
+            feats = torch.cat([feats, attributes.values(cand, rows.users[idx])], dim=-1)
         hit = cand == batch["target"][:, None]
         pos = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(batch["target"], -1))
         for name, value in zip(parts, (user, cand, feats, pos, result.ranks), strict=True):

@@ -15,6 +15,7 @@ from recsys.candidates.holdout_fit import SKIP_LAST
 from recsys.candidates.settings import CandidateSettings
 from recsys.data.datamodules import BatchedSplits
 from recsys.data.dataset import PreparedDataset
+from recsys.features.attribute_features import AttributeLayout, Attributes
 from recsys.features.ranker_features import (
     InteractionTimeline,
     ItemFeatureTables,
@@ -66,11 +67,17 @@ LEGACY_DATAMODULE = {
 
 
 def model_lists(
-    model: TwoTowerModule, dataset: PreparedDataset, settings: CandidateSettings, splits: tuple[str, ...]
+    model: TwoTowerModule,
+    dataset: PreparedDataset,
+    settings: CandidateSettings,
+    splits: tuple[str, ...],
+    layout: AttributeLayout | None = None,
 ) -> tuple[dict[str, CandidateSet], torch.Tensor]:
     """A retrieval model's candidate lists for ``splits`` of its dataset, with their features (counts
-    and transitions known before each split's targets), and the catalog the lists index."""
+    and transitions known before each split's targets; the declared attributes encoded with
+    ``layout``, by default the dataset's own), and the catalog the lists index."""
     tables = ItemFeatureTables.from_dataset(dataset)
+    attributes = Attributes.from_dataset(dataset, layout or AttributeLayout.from_dataset(dataset))
     timeline = InteractionTimeline.from_dataset(dataset)
     catalog = model.encode_catalog()
     if settings.features_as_of_request:
@@ -81,7 +88,15 @@ def model_lists(
         transitions = {s: ItemTransitions.from_dataset(dataset, known[s]) for s in splits}
     built = {
         split: build_candidates(
-            model, dataset, split, settings, tables, timeline, transitions[split], catalog=catalog
+            model,
+            dataset,
+            split,
+            settings,
+            tables,
+            timeline,
+            transitions[split],
+            catalog=catalog,
+            attributes=attributes,
         )
         for split in splits
     }
@@ -148,6 +163,7 @@ class CandidateDataModule(BatchedSplits):
         self.num_workers = num_workers
         self.retrieval = None
         self.dataset: PreparedDataset | None = None
+        self.attribute_layout = AttributeLayout()
         self.splits: dict[str, CandidateLists] = {}
 
     def prepare_data(self) -> None:
@@ -173,6 +189,8 @@ class CandidateDataModule(BatchedSplits):
                 as_of = self.dataset.manifest.get("split") == "global_temporal"
                 self.settings = replace(self.settings, features_as_of_request=as_of)
                 self.hparams["features_as_of_request"] = as_of  # the checkpoint stores the resolved value
+            # one vocabulary for every list (twin's, test) and the bundle: the served dataset's
+            self.attribute_layout = AttributeLayout.from_dataset(self.dataset)
         return self.retrieval
 
     @property
@@ -183,7 +201,11 @@ class CandidateDataModule(BatchedSplits):
     def model_inputs(self) -> dict[str, int | float]:
         """What the ranker is built with from retrieval (known only once that model is loaded)."""
         hp = self._load_retrieval().hparams
-        return {"embedding_dim": int(hp.dim), "retrieval_temperature": float(hp.temperature)}
+        return {
+            "embedding_dim": int(hp.dim),
+            "retrieval_temperature": float(hp.temperature),
+            "attribute_layout": self.attribute_layout.as_dict(),
+        }
 
     @classmethod
     def for_ranker(cls, ranker_ckpt: str | Path, retrieval_ckpt: str | Path) -> CandidateDataModule:
@@ -204,7 +226,7 @@ class CandidateDataModule(BatchedSplits):
             return
         model = self._load_retrieval()
         splits = ("test",) if self.holdout_ckpt is not None else ("val", "test")
-        built, catalog = model_lists(model, self.dataset, self.settings, splits)
+        built, catalog = model_lists(model, self.dataset, self.settings, splits, self.attribute_layout)
         self.splits = {"test": CandidateLists(built["test"], catalog)}
         lists, list_catalog = (
             self._holdout_lists(model) if self.holdout_ckpt is not None else (built["val"], catalog)
@@ -236,7 +258,9 @@ class CandidateDataModule(BatchedSplits):
                 f"holdout_ckpt={self.holdout_ckpt} was trained on {dataset.path}, which does not skip "
                 "the served val and test interactions: train it with split.skip_last=2"
             )
-        built, catalog = model_lists(model, dataset, self.settings.with_history_cap(dataset), ("test",))
+        built, catalog = model_lists(
+            model, dataset, self.settings.with_history_cap(dataset), ("test",), self.attribute_layout
+        )
         return built["test"], catalog
 
     def val_dataloader(self) -> DataLoader | list:

@@ -24,6 +24,8 @@ ROW_COLUMNS = ("user_id", "user_idx", "history", "target", "timestamp", "positio
 INTERACTIONS_FILE = "interactions.parquet"
 INTERACTION_COLUMNS = ("user_idx", "item_idx", "timestamp", "role")
 EMBEDDINGS_FILE = "text_embeddings.npy"
+# declared side information (recsys.data.attributes): one row per catalog item / per user
+ATTRIBUTE_FILES = {"item": "item_attributes.parquet", "user": "user_attributes.parquet"}
 
 
 class PreparedDataset:
@@ -50,8 +52,10 @@ class PreparedDataset:
         interactions: pa.Table,
         text_embeddings: np.ndarray,
         info: dict[str, Any],
+        attributes: dict[str, pd.DataFrame] | None = None,
     ) -> PreparedDataset:
-        """Write every file into a staging directory, then swap it in (atomic for readers)."""
+        """Write every file into a staging directory, then swap it in (atomic for readers).
+        ``attributes``: the declared attribute tables by kind (``recsys.data.attributes``)."""
         missing = [c for c in ITEM_COLUMNS if c not in items.columns]
         if missing:
             raise ValueError(f"items table lacks columns {missing}")
@@ -73,6 +77,10 @@ class PreparedDataset:
                 row_group_size=1 << 20,
             )
             np.save(staging / EMBEDDINGS_FILE, np.ascontiguousarray(text_embeddings, dtype=np.float32))
+            for kind, table in (attributes or {}).items():
+                pq.write_table(
+                    pa.Table.from_pandas(table, preserve_index=False), staging / ATTRIBUTE_FILES[kind]
+                )
             manifest = write_manifest(staging, info)
         return PreparedDataset(path, manifest)
 
@@ -88,6 +96,19 @@ class PreparedDataset:
     def interactions(self, columns: list[str] | None = None) -> pa.Table:
         """Every interaction, sorted by (user_idx, timestamp); ``role`` as in ``recsys.data.splitting``."""
         return pq.read_table(self.path / INTERACTIONS_FILE, columns=columns)
+
+    def attributes(self, kind: str) -> tuple[pd.DataFrame, dict[str, list[str]]] | None:
+        """The declared attribute table of ``kind`` (item/user) and its columns by type
+        (``{"categorical": [...], "numeric": [...]}``); None when the data config declares none."""
+        declared = (self.manifest.get("attributes") or {}).get(kind)
+        if not declared:
+            return None
+        if ATTRIBUTE_FILES[kind] not in self.manifest["files"]:
+            raise ManifestError(
+                f"{self.path}: manifest declares {kind} attributes but lists no {ATTRIBUTE_FILES[kind]}"
+            )
+        columns = {"categorical": list(declared["categorical"]), "numeric": list(declared["numeric"])}
+        return pd.read_parquet(self.path / ATTRIBUTE_FILES[kind]), columns
 
     def text_embeddings(self, mmap: bool = True) -> np.ndarray:
         return np.load(self.path / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)

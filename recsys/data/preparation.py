@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from recsys.data.attributes import attribute_table, declared_attributes, source_frame
 from recsys.data.cold_items import ColdItemHoldout
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
 from recsys.data.filtering import InteractionFilters, apply_pair_filters
@@ -104,6 +106,7 @@ class DatasetPreparer:
         progress: bool = True,
         cold_items: ColdItemHoldout | None = None,
         exclude_seen: bool = True,
+        attributes: Mapping[str, Any] | None = None,
     ):
         self.source = source
         self.processed_dir = Path(processed_dir)
@@ -117,6 +120,8 @@ class DatasetPreparer:
         # whether a user's earlier items are excluded from their lists (evaluation, candidates,
         # serving); false where users revisit items (e.g. Yelp businesses)
         self.exclude_seen = exclude_seen
+        # the item and user attribute tables the data config declares (recsys.data.attributes)
+        self.attributes = declared_attributes(attributes)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -128,7 +133,12 @@ class DatasetPreparer:
             "max_history": self.max_history,
             "exclude_seen": self.exclude_seen,
             **({"cold_items": _describe(self.cold_items)} if self.cold_items is not None else {}),
+            # only when declared: datasets without attributes keep their fingerprint
+            **({"attributes": self._declared()} if self._declared() else {}),
         }
+
+    def _declared(self) -> dict[str, dict[str, list[str]]]:
+        return {kind: spec.as_dict() for kind, spec in self.attributes.items() if spec}
 
     def row_filters(self) -> InteractionFilters:
         """The filters as they apply to this source: a verified-purchase rule is skipped (and the
@@ -289,6 +299,9 @@ class DatasetPreparer:
         text_embeddings[FIRST_ITEM_IDX:] = emb
         lap("text_embeddings")
 
+        attributes, attribute_stats = self._attribute_tables(items, user_ids)
+        lap("attributes")
+
         info = {
             "source": self.source.name,
             "config": self.config(),
@@ -298,6 +311,7 @@ class DatasetPreparer:
             # "ordinal": timestamps are each user's positions in file order (no clock time)
             "time": "ordinal" if time_is_ordinal else "epoch_ms",
             "has_text": has_text,
+            **({"attributes": attribute_stats} if attribute_stats else {}),
             "n_items_interacted": int(np.unique(s_items).size),
             "n_catalog_items": len(items),
             "n_warm_items": int(items["is_warm"].sum()),
@@ -316,12 +330,30 @@ class DatasetPreparer:
             "peak_rss_gib_after": peak_rss,
         }
         dataset = PreparedDataset.write(
-            self.processed_dir, items, splits, interactions, text_embeddings, info
+            self.processed_dir, items, splits, interactions, text_embeddings, info, attributes
         )
         lap("write")
         dataset.manifest["timings"] = timings  # the write time is known only after the manifest
         log.info("prepared %s in %.1fs", self.processed_dir, time.perf_counter() - t0)
         return dataset
+
+    def _attribute_tables(
+        self, items: pd.DataFrame, user_ids: np.ndarray
+    ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+        """The declared attribute tables (one row per catalog item / user) and, per kind, the
+        declared columns with what was absent or unparseable."""
+        rows = {
+            "item": (items["item_id"].to_numpy(), items["item_idx"].to_numpy()),
+            "user": (user_ids, np.arange(len(user_ids))),
+        }
+        tables, stats = {}, {}
+        for kind, spec in self.attributes.items():
+            if not spec:
+                continue
+            frame = source_frame(self.source, kind, spec)
+            tables[kind], counts = attribute_table(frame, kind, spec, *rows[kind])
+            stats[kind] = {**spec.as_dict(), **counts}
+        return tables, stats
 
     def _filters_report(self) -> dict[str, Any]:
         """The filters as applied, and any the source could not honour (with why)."""

@@ -59,6 +59,8 @@ LEGACY = {
         "cold_candidates": "rank",
         "score_prior": False,
         "retrieval_temperature": None,
+        "attributes": False,
+        "attribute_layout": None,
     },
 }
 

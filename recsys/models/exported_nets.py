@@ -69,5 +69,7 @@ def exported_nets(
             "dropout": float(rh.dropout),
             "cold_candidates": str(rh.cold_candidates),
             "prior_scale": float(ranker.net.prior_scale),
+            # the declared attributes it reads, with their vocabularies (absent: none)
+            **({"attributes": ranker.net.attributes} if ranker.net.has_attributes else {}),
         }
     return parts

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from recsys.data.dataset import PreparedDataset
 from recsys.evaluation.candidate_evaluator import CandidateListEvaluator
+from recsys.features.attribute_features import AttributeLayout
 from recsys.features.ranker_features import FEATURES, feature_columns
 from recsys.models.checkpoints import LegacyHparams
 from recsys.models.ranker_net import RankerNet
@@ -32,6 +33,17 @@ def ranker_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, 
         return logits.sum() * 0.0  # keeps the graph; no list to learn from in this batch
     masked = logits.masked_fill(~mask, float("-inf"))[has_pos]
     return F.cross_entropy(masked, labels[has_pos].argmax(dim=1))
+
+
+def numeric_statistics(lists: Any, net: RankerNet) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and sd of the net's numeric attribute columns over the candidates of training lists
+    (absent values left out): what the ranker standardizes them with, in training and serving."""
+    values = lists.features[lists.candidates > 0][:, net.numeric_columns].double()  # [candidates, N]
+    present = ~values.isnan()
+    count = present.sum(0).clamp(min=1)
+    mean = values.nan_to_num(0.0).sum(0) / count
+    var = ((values - mean).nan_to_num(0.0) ** 2).sum(0) / count
+    return mean.float(), var.sqrt().float()
 
 
 class RankerModule(LegacyHparams, L.LightningModule):
@@ -58,6 +70,8 @@ class RankerModule(LegacyHparams, L.LightningModule):
         cold_candidates: str,
         score_prior: bool,
         retrieval_temperature: float | None,
+        attributes: bool,
+        attribute_layout: dict | None,
     ):
         if score_prior and not retrieval_temperature:
             raise ValueError("score_prior needs the retrieval model's temperature (retrieval_temperature)")
@@ -67,6 +81,11 @@ class RankerModule(LegacyHparams, L.LightningModule):
         hidden = [int(h) for h in hidden]
         test_ks = [int(k) for k in (test_ks or [10, 20, 50, 100])]
         ranking_ks = [int(k) for k in (ranking_ks or [5, 10, 20])]
+        # the declared attributes the net reads (the candidate DataModule's layout; none when off)
+        # (plain values: Hydra hands a config node, and checkpoints load with weights_only)
+        attribute_layout = (
+            AttributeLayout.from_dict(attribute_layout).as_dict() if attributes and attribute_layout else None
+        )
         super().__init__()
         self.save_hyperparameters()  # reads the (normalized) local values above
         self.net = RankerNet(
@@ -77,6 +96,7 @@ class RankerModule(LegacyHparams, L.LightningModule):
             dropout=dropout,
             cold_candidates=cold_candidates,
             prior_scale=1.0 / retrieval_temperature if score_prior else 0.0,  # the retrieval logit
+            attributes=attribute_layout,
         )
         dataset = PreparedDataset.load(dataset_dir, verify=False)
         self.evaluator = CandidateListEvaluator(dataset, test_ks, ranking_ks)
@@ -86,6 +106,10 @@ class RankerModule(LegacyHparams, L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self.trainer else None
+        if stage == "fit" and len(self.net.numeric_columns) and datamodule is not None:
+            self.net.set_numeric_statistics(
+                *numeric_statistics(datamodule.splits["train"].candidates, self.net)
+            )
         if stage == "fit" and self.hparams.use_embeddings and getattr(datamodule, "holdout_ckpt", None):
             # [u, i, u⊙i] of one model mean nothing in another's vector space: a ranker that learned
             # them on the holdout model's lists would read the served model's vectors as noise

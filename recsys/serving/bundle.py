@@ -16,6 +16,9 @@ Files (every one hashed in ``manifest.json``, verified on load):
   with, uncapped, so known users are never recommended something they already have
 - ``user_tower.safetensors``, ``item_tower.safetensors`` (cold path only: no ID table),
   ``ranker.safetensors`` (optional); their constructor configs live in the manifest
+- ``item_attributes.parquet`` / ``user_attributes.parquet`` (when the ranker reads declared
+  attributes): item_id / user_id (in items.parquet / users.parquet order), then each categorical
+  attribute's code and each numeric attribute's value (``recsys.features.attribute_features``)
 - ``static_text/<key>/`` (when the item tower reads text embedded by the static encoder): the
   token table, so new items' text is embedded on any machine without distilling it again
 - ``catalog_changes.json`` (not in the manifest): items added and deleted over HTTP
@@ -38,6 +41,7 @@ from recsys.data.dataset import FIRST_ITEM_IDX
 from recsys.data.seen_items import SeenItems
 from recsys.data.text_embeddings import TextEncoder
 from recsys.data.text_encoders import encoder_from_key
+from recsys.features.attribute_features import AttributeLayout, Attributes, AttributeTable
 from recsys.features.ranker_features import ItemTransitions, feature_columns
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.item_tower import ItemTower
@@ -46,6 +50,7 @@ from recsys.models.user_tower import UserTower, build_encoder
 from recsys.utils.artifacts import ManifestError, read_manifest
 
 STATIC_TEXT_DIR = "static_text"
+ATTRIBUTE_FILES = {"item": "item_attributes.parquet", "user": "user_attributes.parquet"}
 # 2: encoders named from a registry, candidate settings in one block (format 1: class paths)
 BUNDLE_FORMAT = 2
 REQUIRED_FILES = (
@@ -83,6 +88,7 @@ class Bundle:
     user_tower: UserTower
     item_tower: ItemTower
     ranker: RankerNet | None
+    attributes: Attributes | None = None  # what the ranker reads of the declared attributes
 
     def text_encoder(self) -> TextEncoder:
         """The encoder the catalog's text was embedded with (new items' text goes through it)."""
@@ -108,6 +114,9 @@ class Bundle:
         missing = [f for f in REQUIRED_FILES if f not in manifest["files"]]
         if manifest.get("ranker") and "ranker.safetensors" not in manifest["files"]:
             missing.append("ranker.safetensors")
+        layout = AttributeLayout.from_dict((manifest.get("ranker") or {}).get("attributes"))
+        if layout.width:
+            missing += [f for f in ATTRIBUTE_FILES.values() if f not in manifest["files"]]
         if missing:
             raise ManifestError(f"{path}: manifest lists no {missing}")
         items = pd.read_parquet(path / "items.parquet")
@@ -169,6 +178,7 @@ class Bundle:
             ranker = RankerNet(feature_columns=feature_columns(config.pop("features")), **config)
             ranker.load_state_dict(load_file(path / "ranker.safetensors"))
             ranker.eval()
+        attributes = _attributes(path, layout, items, users, n_rows) if layout.width else None
         return cls(
             path,
             manifest,
@@ -183,4 +193,23 @@ class Bundle:
             user_tower.eval(),
             item_tower.eval(),
             ranker,
+            attributes,
         )
+
+
+def _attributes(
+    path: Path, layout: AttributeLayout, items: pd.DataFrame, users: pd.DataFrame, n_rows: int
+) -> Attributes:
+    """The encoded attribute tables, rows checked against items.parquet / users.parquet."""
+    tables = {}
+    for kind, key, frame, rows, size in (
+        ("item", "item_id", items, items["item_idx"].to_numpy(), n_rows),
+        ("user", "user_id", users, np.arange(len(users)), len(users)),
+    ):
+        table = pd.read_parquet(path / ATTRIBUTE_FILES[kind])
+        if not np.array_equal(table[key].astype(str).to_numpy(), frame[key].astype(str).to_numpy()):
+            raise ManifestError(
+                f"{path}: {ATTRIBUTE_FILES[kind]} rows do not follow {kind}s.parquet's {key}s"
+            )
+        tables[kind] = AttributeTable.encoded(table, rows, size, layout, kind)
+    return Attributes(layout, tables["item"], tables["user"])

@@ -23,6 +23,7 @@ from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
 from recsys.data.seen_items import SeenItems
 from recsys.data.splitting import user_bounds
 from recsys.data.text_encoders import encoder_from_key
+from recsys.features.attribute_features import AttributeLayout, Attributes
 from recsys.features.ranker_features import InteractionTimeline, ItemTransitions
 from recsys.index.faiss_index import ItemIndex
 from recsys.index.score_offsets import index_vectors
@@ -30,7 +31,7 @@ from recsys.index.sized_index import SizedIndex
 from recsys.models.item_tower import ItemTower
 from recsys.models.ranker_net import RankerNet
 from recsys.models.user_tower import UserTower
-from recsys.serving.bundle import BUNDLE_FORMAT, STATIC_TEXT_DIR
+from recsys.serving.bundle import ATTRIBUTE_FILES, BUNDLE_FORMAT, STATIC_TEXT_DIR
 from recsys.utils.artifacts import atomic_directory, write_manifest
 
 
@@ -199,10 +200,30 @@ def write_bundle(
         save_file(_contiguous(parts.item_tower.cold_path_state()), staging / "item_tower.safetensors")
         if parts.ranker is not None:
             save_file(_contiguous(parts.ranker.state_dict()), staging / "ranker.safetensors")
+        write_attribute_tables(staging, parts, item_table, users)
         copy_static_text_table(info["text_encoder"], parts.item_tower_config, staging / STATIC_TEXT_DIR)
         lap("write_files")
         info["timings"] = timings
         return write_manifest(staging, info)
+
+
+def write_attribute_tables(
+    staging: Path, parts: BundleParts, items: pd.DataFrame, users: pd.DataFrame
+) -> None:
+    """The attributes the ranker reads, encoded with its vocabularies (``attribute_features``):
+    ``item_attributes.parquet`` (item_id, in items.parquet's order) and ``user_attributes.parquet``
+    (user_id, in users.parquet's order). None when the ranker reads no attribute."""
+    layout = AttributeLayout.from_dict((parts.ranker_config or {}).get("attributes"))
+    if parts.ranker is None or not layout.width:
+        return
+    attributes = Attributes.from_dataset(parts.dataset, layout)
+    for kind, table, key, frame in (
+        ("item", attributes.item, "item_id", items[["item_id", "item_idx"]]),
+        ("user", attributes.user, "user_id", users[["user_id", "user_idx"]]),
+    ):
+        encoded = table.to_frame(frame[f"{kind}_idx"].to_numpy(), layout, kind)
+        encoded.insert(0, key, frame[key].astype(str).to_numpy())
+        pq.write_table(pa.Table.from_pandas(encoded, preserve_index=False), staging / ATTRIBUTE_FILES[kind])
 
 
 def copy_static_text_table(

@@ -158,7 +158,7 @@ class InferenceGraph:
         if not 1 <= top_k <= self.max_top_k:
             raise ValueError(f"top_k must be in 1..{self.max_top_k}, got {top_k}")
         unknown: list[str] = []
-        cached = None
+        cached, row = None, -1  # row −1: a user the bundle does not know (no attributes)
         if user_id is not None:
             row = self._row_of_user(user_id)
             hist = self.user_history_idx(user_id)
@@ -172,7 +172,7 @@ class InferenceGraph:
         if len(hist) < self.min_history:
             strategy, items, scores = "popular", *self._popular(hist, seen, top_k)
         else:
-            strategy, items, scores = "two_stage", *self._two_stage(hist, seen, top_k, cached)
+            strategy, items, scores = "two_stage", *self._two_stage(hist, seen, top_k, cached, row)
         out: dict[str, Any] = {  # keys in the order of the response schemas (the JSON as sent)
             **({"user_id": str(user_id)} if user_id is not None else {}),
             "strategy": strategy,
@@ -204,7 +204,12 @@ class InferenceGraph:
 
     @torch.inference_mode()  # no autograd bookkeeping at all: ~10% of the ranker's time
     def _two_stage(
-        self, hist: np.ndarray, seen: np.ndarray, top_k: int, user: torch.Tensor | None = None
+        self,
+        hist: np.ndarray,
+        seen: np.ndarray,
+        top_k: int,
+        user: torch.Tensor | None = None,
+        user_row: int = -1,
     ) -> tuple[np.ndarray, np.ndarray]:
         history = torch.from_numpy(hist.astype(np.int64))[None]
         lengths = torch.tensor([len(hist)])
@@ -241,6 +246,10 @@ class InferenceGraph:
             self.last_n,
             age_days=age,
         )
+        if self.bundle.attributes is not None:  # the declared attributes, as in its training lists
+            feats = torch.cat(
+                [feats, self.bundle.attributes.values(cand_t[None], torch.tensor([user_row]))], dim=-1
+            )
         logits = ranker.score_user(user[0], items, feats[0])
         final = ranker.final_scores(
             logits[None], is_cold[None], torch.ones_like(is_cold, dtype=torch.bool)[None]

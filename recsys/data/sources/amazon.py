@@ -88,6 +88,8 @@ class AmazonReviewsSource:
     stats: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _resolved: ReviewFormat | None = field(default=None, init=False, repr=False)
     _discovered: tuple[str, str] | None = field(default=None, init=False, repr=False)
+    # one pass over the metadata file serves both the catalog and the attribute table
+    _meta: tuple[pd.DataFrame, pd.DataFrame] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.format = str(self.format)  # data.format=2018 arrives from the command line as an int
@@ -176,14 +178,19 @@ class AmazonReviewsSource:
                 yield obj
 
     def read_items(self) -> pd.DataFrame:
-        return self._read_meta()[0]
+        return self._read_meta()[0].copy()  # callers add columns: the cached frame stays as read
 
     def read_item_attributes(self) -> pd.DataFrame:
         """Brand (2023: store), price as a number, sales rank, main category, rating summary and
         year per catalog item (first record of each id), for a ranker's attribute table."""
-        return self._read_meta()[1]
+        return self._read_meta()[1].copy()
 
     def _read_meta(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if self._meta is None:
+            self._meta = self._parse_meta()
+        return self._meta
+
+    def _parse_meta(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         fmt = self.review_format
         lines = LineStats()
         rows, attributes, seen, duplicates = [], [], set(), 0

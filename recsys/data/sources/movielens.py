@@ -22,6 +22,11 @@ _LAYOUTS = {  # format -> (ratings file, movies file)
     "ml-latest": ("ratings.csv", "movies.csv"),
 }
 
+_USER_FILES = {  # layout -> (file, separator, fields in file order)
+    "ml-100k": ("u.user", "|", ("user_id", "age", "gender", "occupation", "zip")),
+    "ml-1m": ("users.dat", "::", ("user_id", "gender", "age", "occupation", "zip")),
+}
+
 
 def split_title(raw: str) -> tuple[str, str]:
     """'Shawshank Redemption, The (1994)' -> ('The Shawshank Redemption', '1994')."""
@@ -119,6 +124,32 @@ class MovieLensSource:
                 "genres": raw["genres"].fillna("").str.split("|"),
             }
         )
+
+    def read_item_attributes(self) -> pd.DataFrame:
+        """``item_id``, ``year`` (the title's release year; None where the title has none)."""
+        layout = self.layout
+        movies = self._read_movies(Path(self.raw_dir) / _LAYOUTS[layout][1], layout).drop_duplicates(
+            "item_id"
+        )
+        years = [split_title(raw)[1] or None for raw in movies["raw_title"]]
+        return pd.DataFrame({"item_id": movies["item_id"].to_numpy(), "year": years})
+
+    def read_user_attributes(self) -> pd.DataFrame:
+        """``user_id``, ``age``, ``gender``, ``occupation``, ``zip`` (ML-100K's u.user, ML-1M's
+        users.dat: ML-1M's age is its bracket's lower bound and its occupation a code)."""
+        layout = self.layout
+        if layout not in _USER_FILES:
+            raise DataFormatError(f"{self.raw_dir}: {layout} has no user file; declare no user attributes")
+        name, sep, order = _USER_FILES[layout]
+        path = Path(self.raw_dir) / name
+        if not path.is_file():
+            raise DataFormatError(f"{path}: file not found (the user attributes of {layout})")
+        lines = [line for line in path.read_text(encoding="latin-1").splitlines() if line.strip()]
+        parts = [line.split(sep) for line in lines]
+        ok = [p for p in parts if len(p) == len(order)]
+        self.stats["users_malformed_lines"] = len(parts) - len(ok)
+        frame = pd.DataFrame([[v.strip() for v in p] for p in ok], columns=list(order), dtype=object)
+        return frame[["user_id", "age", "gender", "occupation", "zip"]]
 
     def read_items(self) -> pd.DataFrame:
         layout = self.layout
