@@ -63,6 +63,7 @@ LEGACY_DATAMODULE = {
     "max_history": None,
     "features_as_of_request": None,
     "holdout_ckpt": None,
+    "attributes": False,
 }
 
 
@@ -75,9 +76,9 @@ def model_lists(
 ) -> tuple[dict[str, CandidateSet], torch.Tensor]:
     """A retrieval model's candidate lists for ``splits`` of its dataset, with their features (counts
     and transitions known before each split's targets; the declared attributes encoded with
-    ``layout``, by default the dataset's own), and the catalog the lists index."""
+    ``layout``; none by default), and the catalog the lists index."""
     tables = ItemFeatureTables.from_dataset(dataset)
-    attributes = Attributes.from_dataset(dataset, layout or AttributeLayout.from_dataset(dataset))
+    attributes = Attributes.from_dataset(dataset, layout) if layout is not None and layout.width else None
     timeline = InteractionTimeline.from_dataset(dataset)
     catalog = model.encode_catalog()
     if settings.features_as_of_request:
@@ -137,6 +138,7 @@ class CandidateDataModule(BatchedSplits):
         num_workers: int,
         holdout_fold: int,
         holdout_ckpt: str | None,
+        attributes: bool,
     ):  # the values live in configs/data/candidates.yaml
         super().__init__()
         if not 0 <= holdout_fraction < 1:
@@ -163,6 +165,7 @@ class CandidateDataModule(BatchedSplits):
         self.num_workers = num_workers
         self.retrieval = None
         self.dataset: PreparedDataset | None = None
+        self.attributes = attributes  # encode the declared attributes (model.attributes reads them)
         self.attribute_layout = AttributeLayout()
         self.splits: dict[str, CandidateLists] = {}
 
@@ -190,7 +193,8 @@ class CandidateDataModule(BatchedSplits):
                 self.settings = replace(self.settings, features_as_of_request=as_of)
                 self.hparams["features_as_of_request"] = as_of  # the checkpoint stores the resolved value
             # one vocabulary for every list (twin's, test) and the bundle: the served dataset's
-            self.attribute_layout = AttributeLayout.from_dataset(self.dataset)
+            if self.attributes:
+                self.attribute_layout = AttributeLayout.from_dataset(self.dataset)
         return self.retrieval
 
     @property
