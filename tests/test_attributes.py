@@ -13,7 +13,7 @@ import torch
 from recsys.data.attributes import AttributeSpec, attribute_table, declared_attributes, source_frame
 from recsys.data.sources.jsonl import DataFormatError
 from recsys.data.sources.movielens import MovieLensSource
-from recsys.features.attribute_features import MIN_COUNT, AttributeLayout, Attributes
+from recsys.features.attribute_features import MIN_COUNT, AttributeLayout, Attributes, AttributeTable
 from recsys.features.ranker_features import FEATURES
 from recsys.models.ranker_module import numeric_statistics
 from recsys.models.ranker_net import ATTRIBUTE_DIM, RankerNet
@@ -180,12 +180,13 @@ def test_ranker_net_embeds_codes_and_standardizes_numbers():
     attrs = torch.tensor([[[3, 14.0, 2, 31.0], [0, float("nan"), 2, 31.0], [1, 10.0, 0, float("nan")]]])
     features = torch.cat([base, attrs], dim=-1)
     _, inputs = net._inputs(features)
-    brand, job = net.attribute_embeddings
+    table = net.attribute_embedding.weight  # brand's 4 codes, then job's 3
+    assert table.shape == (4 + 3, ATTRIBUTE_DIM)
     expected = torch.cat(
         [
             base[..., [0, 1]],
-            brand(attrs[..., 0].long()),
-            job(attrs[..., 2].long()),
+            table[attrs[..., 0].long()],
+            table[4 + attrs[..., 2].long()],
             torch.tensor([[[2.0, 1.0], [0.0, 1.0], [0.0, 0.0]]]),  # (14 − 10) / 2, (31 − 30) / 1; absent: 0
         ],
         dim=-1,
@@ -342,9 +343,10 @@ def test_the_served_scores_depend_on_the_user_attributes(attribute_run, monkeypa
     graph = InferenceGraph.from_bundle(attribute_run["bundle"], max_top_k=10)
     user_id = str(graph.bundle.users["user_id"].iat[0])
     before = graph.recommend(user_id=user_id, top_k=10)["items"]
-    codes = graph.bundle.attributes.user.codes
+    table = graph.bundle.attributes.user
     occupation = list(graph.bundle.attributes.layout.categorical["user"]).index("occupation")
-    monkeypatch.setitem(graph.bundle.attributes.user.__dict__, "codes", codes.clone())
-    graph.bundle.attributes.user.codes[0, occupation] = (codes[0, occupation] % 4) + 2
+    codes = table.codes.clone()
+    codes[0, occupation] = (codes[0, occupation] % 4) + 2
+    monkeypatch.setattr(graph.bundle.attributes, "user", AttributeTable(codes, table.values))
     after = graph.recommend(user_id=user_id, top_k=10)["items"]
     assert [x["score"] for x in before] != [x["score"] for x in after]

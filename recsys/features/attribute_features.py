@@ -83,6 +83,7 @@ class AttributeTable:
 
     codes: torch.Tensor
     values: torch.Tensor
+    _rows: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def encode(
@@ -134,11 +135,13 @@ class AttributeTable:
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """[..., C + N] float: codes (as floats) then values of ``rows``; outside the table: absent."""
         n = self.codes.shape[0]
-        inside = (rows >= 0) & (rows < n)
-        safe = torch.where(inside, rows, torch.zeros_like(rows))
-        codes = self.codes[safe] * inside[..., None]
-        values = torch.where(inside[..., None], self.values[safe], torch.tensor(float("nan")))
-        return torch.cat([codes.float(), values], dim=-1)
+        if self._rows is None:  # the feature columns of every row, and one absent row after them
+            absent = torch.cat(
+                [torch.zeros(1, self.codes.shape[1]), torch.full((1, self.values.shape[1]), float("nan"))], 1
+            )
+            self._rows = torch.cat([torch.cat([self.codes.float(), self.values], dim=1), absent])
+        rows = torch.where((rows >= 0) & (rows < n), rows, n)
+        return self._rows.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
 
     def appended(self, n_new: int) -> AttributeTable:
         """``n_new`` absent rows more (items added at serving: no declared attributes known)."""

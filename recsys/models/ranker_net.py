@@ -87,7 +87,11 @@ class RankerNet(nn.Module):
             for _ in layout.numeric[kind]:
                 numeric_columns.append(column)
                 column += 1
-        self.attribute_embeddings = nn.ModuleList(nn.Embedding(size, ATTRIBUTE_DIM) for size in sizes)
+        # every categorical column's rows in one table (column j's code c is row offsets[j] + c): one
+        # lookup a request instead of one per column
+        self.attribute_embedding = nn.Embedding(sum(sizes), ATTRIBUTE_DIM) if sizes else None
+        offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0)
+        self.register_buffer("code_offsets", offsets.long(), persistent=False)
         # derived from the layout (not saved); the statistics are saved only where there are numeric
         # attributes, so rankers and bundles written before attributes existed load unchanged
         self.register_buffer("code_columns", torch.tensor(code_columns, dtype=torch.long), persistent=False)
@@ -116,8 +120,10 @@ class RankerNet(nn.Module):
         dense = features.index_select(-1, self.feature_columns)
         if not self.has_attributes:
             return dense, dense
-        codes = features.index_select(-1, self.code_columns).long()
-        parts = [dense, *(emb(codes[..., j]) for j, emb in enumerate(self.attribute_embeddings))]
+        parts = [dense]
+        if self.attribute_embedding is not None:
+            codes = features.index_select(-1, self.code_columns).long() + self.code_offsets
+            parts.append(self.attribute_embedding(codes).flatten(-2))
         numbers = features.index_select(-1, self.numeric_columns)
         parts.append(((numbers - self.numeric_mean) / self.numeric_std).nan_to_num(0.0))
         return dense, torch.cat(parts, dim=-1)
