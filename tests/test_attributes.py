@@ -60,6 +60,24 @@ def test_attribute_table_keeps_declared_columns_and_counts_what_is_absent():
     }
 
 
+@pytest.mark.parametrize(
+    "data", sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "data").glob("*.yaml"))
+)
+def test_every_data_config_declares_only_what_its_source_reads(data):
+    """A data config inherits its parent's declaration (sequences and tables from movielens_100k):
+    each declared kind must have a reader on the config's own source."""
+    import hydra
+
+    from recsys.data.attributes import READERS
+
+    cfg = compose_config("train", [f"data={data}"]).data
+    if "preparer" not in cfg:  # the ranker's candidate lists
+        return
+    source = hydra.utils.get_class(cfg.preparer.source._target_)
+    for kind, spec in declared_attributes(cfg.preparer.get("attributes")).items():
+        assert not spec or hasattr(source, READERS[kind]), f"data={data}: {kind} attributes declared"
+
+
 def test_a_declared_column_the_source_lacks_is_named():
     class Source:
         name = "mine"
