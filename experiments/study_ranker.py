@@ -55,12 +55,6 @@ VARIANTS: dict[str, list[str]] = {
     # the data config's declared item/user attributes (ML-100K: year; age, gender, occupation), embedded
     # and standardized (issue 32)
     "attributes": ["model.attributes=true"],
-    # with the user's history in the candidate's genres (the category crosses)
-    "attributes_categories": [
-        "model.attributes=true",
-        "model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold,transition,"
-        "category_share,category_recency]",
-    ],
     "no_transition": ["model.features=[score,rank,log_popularity,recent_popularity,text_similarity,is_cold]"],
     # the user's history in the candidate's categories (share, recency): ML-100K genres (issue 32)
     "categories": [
