@@ -128,3 +128,22 @@ def attribute_table(
     if any(unparseable.values()):
         stats["unparseable"] = unparseable
     return table, stats
+
+
+def attribute_tables(
+    source: Any, specs: dict[str, AttributeSpec], items: pd.DataFrame, user_ids: np.ndarray
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The declared tables of a prepared dataset (one row per catalog item of ``items``, per user of
+    ``user_ids`` by user_idx) and, per kind, the declared columns with what was absent or unparseable."""
+    rows = {
+        "item": (items["item_id"].to_numpy(), items["item_idx"].to_numpy()),
+        "user": (user_ids, np.arange(len(user_ids))),
+    }
+    tables, stats = {}, {}
+    for kind, spec in specs.items():
+        if not spec:
+            continue
+        frame = source_frame(source, kind, spec)
+        tables[kind], counts = attribute_table(frame, kind, spec, *rows[kind])
+        stats[kind] = {**spec.as_dict(), **counts}
+    return tables, stats

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recsys.data.attributes import attribute_table, declared_attributes, source_frame
+from recsys.data.attributes import attribute_tables, declared_attributes
 from recsys.data.cold_items import ColdItemHoldout
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
 from recsys.data.filtering import InteractionFilters, apply_pair_filters
@@ -299,7 +299,7 @@ class DatasetPreparer:
         text_embeddings[FIRST_ITEM_IDX:] = emb
         lap("text_embeddings")
 
-        attributes, attribute_stats = self._attribute_tables(items, user_ids)
+        attributes, attribute_stats = attribute_tables(self.source, self.attributes, items, user_ids)
         lap("attributes")
 
         info = {
@@ -336,24 +336,6 @@ class DatasetPreparer:
         dataset.manifest["timings"] = timings  # the write time is known only after the manifest
         log.info("prepared %s in %.1fs", self.processed_dir, time.perf_counter() - t0)
         return dataset
-
-    def _attribute_tables(
-        self, items: pd.DataFrame, user_ids: np.ndarray
-    ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-        """The declared attribute tables (one row per catalog item / user) and, per kind, the
-        declared columns with what was absent or unparseable."""
-        rows = {
-            "item": (items["item_id"].to_numpy(), items["item_idx"].to_numpy()),
-            "user": (user_ids, np.arange(len(user_ids))),
-        }
-        tables, stats = {}, {}
-        for kind, spec in self.attributes.items():
-            if not spec:
-                continue
-            frame = source_frame(self.source, kind, spec)
-            tables[kind], counts = attribute_table(frame, kind, spec, *rows[kind])
-            stats[kind] = {**spec.as_dict(), **counts}
-        return tables, stats
 
     def _filters_report(self) -> dict[str, Any]:
         """The filters as applied, and any the source could not honour (with why)."""

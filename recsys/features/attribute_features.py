@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys.data.attributes import INDEX_COLUMNS, KINDS
+
 MISSING, RARE = 0, 1
 MIN_COUNT = 5  # rows of its table a categorical value needs for a code of its own
-KINDS = ("item", "user")
 
 
 @dataclass(frozen=True)
@@ -143,13 +144,6 @@ class AttributeTable:
         rows = torch.where((rows >= 0) & (rows < n), rows, n)
         return self._rows.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
 
-    def appended(self, n_new: int) -> AttributeTable:
-        """``n_new`` absent rows more (items added at serving: no declared attributes known)."""
-        return AttributeTable(
-            torch.cat([self.codes, torch.zeros(n_new, self.codes.shape[1], dtype=torch.int64)]),
-            torch.cat([self.values, torch.full((n_new, self.values.shape[1]), float("nan"))]),
-        )
-
 
 @dataclass
 class Attributes:
@@ -164,17 +158,16 @@ class Attributes:
         """A prepared dataset's tables encoded with ``layout``'s vocabularies (another dataset's,
         e.g. the served one for a holdout twin's lists)."""
         sizes = {"item": dataset.n_items + 2, "user": dataset.n_users}
-        keys = {"item": "item_idx", "user": "user_idx"}
         tables = {}
         for kind in KINDS:
             found = dataset.attributes(kind)
             wanted = [*layout.categorical[kind], *layout.numeric[kind]]
             if found is None and wanted:
                 raise ValueError(f"{dataset.path}: no {kind} attribute table, but the ranker reads {wanted}")
-            frame = found[0] if found is not None else pd.DataFrame({keys[kind]: []})
+            frame = found[0] if found is not None else pd.DataFrame({INDEX_COLUMNS[kind]: []})
             tables[kind] = AttributeTable.encode(
                 frame,
-                frame[keys[kind]].to_numpy(),
+                frame[INDEX_COLUMNS[kind]].to_numpy(),
                 sizes[kind],
                 layout.categorical[kind],
                 layout.numeric[kind],

@@ -127,10 +127,7 @@ class MovieLensSource:
 
     def read_item_attributes(self) -> pd.DataFrame:
         """``item_id``, ``year`` (the title's release year; None where the title has none)."""
-        layout = self.layout
-        movies = self._read_movies(Path(self.raw_dir) / _LAYOUTS[layout][1], layout).drop_duplicates(
-            "item_id"
-        )
+        movies = self._movies()
         years = [split_title(raw)[1] or None for raw in movies["raw_title"]]
         return pd.DataFrame({"item_id": movies["item_id"].to_numpy(), "year": years})
 
@@ -151,10 +148,13 @@ class MovieLensSource:
         frame = pd.DataFrame([[v.strip() for v in p] for p in ok], columns=list(order), dtype=object)
         return frame[["user_id", "age", "gender", "occupation", "zip"]]
 
-    def read_items(self) -> pd.DataFrame:
+    def _movies(self) -> pd.DataFrame:
+        """The movies file's rows, the first of each repeated id."""
         layout = self.layout
-        movies = self._read_movies(Path(self.raw_dir) / _LAYOUTS[layout][1], layout)
-        movies = movies.drop_duplicates("item_id")
+        return self._read_movies(Path(self.raw_dir) / _LAYOUTS[layout][1], layout).drop_duplicates("item_id")
+
+    def read_items(self) -> pd.DataFrame:
+        movies = self._movies()
         titles, texts, categories = [], [], []
         for raw_title, raw_genres in zip(movies["raw_title"], movies["genres"], strict=True):
             title, year = split_title(raw_title)
