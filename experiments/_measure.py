@@ -30,6 +30,7 @@ SCRIPT_TOPICS = {
     "bench_objective_scale": "scale",
     "bench_static_text": "scale",
     "probe_precision": "scale",
+    "probe_catalog_softmax": "benchmark",
     "check_gpu": "scale",
 }
 STUDIES = "logs/studies"  # the study scripts' default workdirs: in the repository (gitignored)

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from recsys.models.catalog_cross_entropy import catalog_cross_entropy, masked_positions
 from recsys.models.losses import (
     all_positions_loss,
     earlier_items,
@@ -295,3 +296,37 @@ def test_exact_softmax_loss_masks_seen_items_like_the_shared_column_loss():
     assert losses[0] < unmasked  # fewer negatives, a smaller loss
     with pytest.raises(ValueError, match="catalog_ids"):
         exact_softmax_loss(user, targets - 2, catalog, 0.2, seen_ids=seen)
+
+
+def test_catalog_cross_entropy_by_hand_with_unsorted_columns_and_autocast():
+    """4 positions × 4 columns, the items in the columns out of order: the loss is the formula's
+    Σ_p logsumexp − target logit over the unmasked columns, its gradients the softmax − one-hot,
+    in blocks of 3 rows; under bf16 autocast it stays within bf16's rounding of the fp32 value."""
+    torch.manual_seed(1)
+    user = torch.randn(4, 3, requires_grad=True)
+    catalog = torch.randn(4, 3, requires_grad=True)
+    items = torch.tensor([7, 3, 9, 5])  # column j holds items[j]
+    target_columns = torch.tensor([0, 2, 1, 3])
+    seen = torch.tensor([[3, 0], [9, 7], [5, 5], [0, 0]])  # row 1's 9 is its own target: not masked
+    masked = masked_positions(target_columns, seen, items)
+    assert masked[0].tolist() == [0 * 4 + 1, 1 * 4 + 0, 2 * 4 + 3, 2 * 4 + 3]  # a repeat is masked twice
+    assert masked[1].tolist() == [0, 1, 2, 4, 4]
+
+    logits = (user @ catalog.T).detach()
+    keep = torch.ones(4, 4, dtype=torch.bool)
+    keep[0, 1] = keep[1, 0] = keep[2, 3] = False
+    expected = sum(torch.logsumexp(logits[p][keep[p]], 0) - logits[p, target_columns[p]] for p in range(4))
+    softmax = torch.where(keep, logits, float("-inf")).softmax(1)
+    dz = softmax - torch.nn.functional.one_hot(target_columns, 4)
+    got = catalog_cross_entropy(user, catalog, target_columns, masked, block=3)
+    grad_user, grad_catalog = torch.autograd.grad(got, (user, catalog))
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad_user, dz @ catalog.detach())
+    torch.testing.assert_close(grad_catalog, dz.T @ user.detach())
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = catalog_cross_entropy(user, catalog, target_columns, masked, block=3)
+        low_grad = torch.autograd.grad(low, user)[0]
+    assert low.dtype == torch.float32 and low_grad.dtype == torch.float32
+    torch.testing.assert_close(low, expected, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(low_grad, grad_user, rtol=5e-2, atol=5e-2)
