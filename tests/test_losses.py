@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from recsys.models.catalog_cross_entropy import catalog_cross_entropy, masked_positions
+from recsys.models.catalog_cross_entropy import block_rows, catalog_cross_entropy, masked_positions
 from recsys.models.losses import (
     all_positions_loss,
     earlier_items,
@@ -330,3 +330,10 @@ def test_catalog_cross_entropy_by_hand_with_unsorted_columns_and_autocast():
     assert low.dtype == torch.float32 and low_grad.dtype == torch.float32
     torch.testing.assert_close(low, expected, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(low_grad, grad_user, rtol=5e-2, atol=5e-2)
+
+
+def test_block_rows_fit_the_device_budget_and_the_chunk_limit():
+    assert block_rows(18_346) == (1 << 23) // (4 * 18_346)  # 114 rows of a Sports catalog in 8 MiB
+    assert block_rows(10**8) == 8  # never fewer than 8 rows
+    assert block_rows(1_000, limit=4) == 4  # model.loss_chunk_size bounds it
+    assert block_rows(18_346, device="cuda") == (1 << 29) // (4 * 18_346)

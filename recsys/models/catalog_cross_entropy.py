@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import torch
 
-BLOCK_BYTES = 1 << 23  # one block's fp32 logits (8 MiB): rows that stay in cache through the passes
+# one block's fp32 logits: on a CPU rows that stay in cache through the passes (8 MiB); on an
+# accelerator, whose passes are cheap and whose kernels want large matrices, a memory bound
+BLOCK_BYTES = {"cpu": 1 << 23}
+ACCELERATOR_BLOCK_BYTES = 1 << 29
 
 
-def block_rows(n_columns: int, limit: int | None = None) -> int:
-    """Rows a block holds: ``BLOCK_BYTES`` of fp32 logits, at least 8, at most ``limit``."""
-    rows = max(8, BLOCK_BYTES // (4 * max(n_columns, 1)))
+def block_rows(n_columns: int, limit: int | None = None, device: str = "cpu") -> int:
+    """Rows a block holds: the device's block bytes of fp32 logits, at least 8, at most ``limit``."""
+    budget = BLOCK_BYTES.get(device, ACCELERATOR_BLOCK_BYTES)
+    rows = max(8, budget // (4 * max(n_columns, 1)))
     return min(rows, limit) if limit else rows
 
 
@@ -119,5 +123,5 @@ def catalog_cross_entropy(
             target_columns,
             masked[0],
             masked[1],
-            block or block_rows(n_columns),
+            block or block_rows(n_columns, device=device),
         )

@@ -229,5 +229,5 @@ def exact_softmax_loss(
     if n == 0:
         return user.sum() * 0.0
     masked = masked_positions(target_columns, seen_ids, catalog_ids) if seen_ids is not None else None
-    block = block_rows(catalog.shape[0], chunk_size)
+    block = block_rows(catalog.shape[0], chunk_size, user.device.type)
     return catalog_cross_entropy(user / temperature, catalog, target_columns, masked, block) / n
