@@ -17,6 +17,7 @@ SCRIPT_TOPICS = {
     "study_ablation": "two_tower_ml100k",
     "bench_two_tower": "two_tower_ml100k",
     "study_ranker": "ranker",
+    "oracle_synthetic": "ranker",
     "study_cold_items": "cold_items",
     "sweep_cold_offset": "cold_items",
     "bench_serving": "serving",
