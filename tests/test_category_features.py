@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.features.category_features import ItemCategories, category_crosses
+from recsys.features.category_features import (
+    ItemCategories,
+    category_crosses,
+    category_popularity_crosses,
+    category_totals,
+)
 
 
 def table() -> ItemCategories:
@@ -54,3 +59,25 @@ def test_items_added_later_keep_the_vocabulary():
     np.testing.assert_array_equal(t.codes[7:].numpy(), [[2, 0, 0], [3, 1, 2]])
     share, _ = category_crosses(t, torch.tensor([[7, 8]]), torch.tensor([[6]]), torch.tensor([1]))
     assert share[0].tolist() == pytest.approx([1.0, 1 / 3])
+
+
+def test_category_popularity_crosses_by_hand():
+    # training counts per row: items 2 (A): 6, 3 (A+B): 2, 4 (C): 5, 5 (none): 9, 6 (B): 8
+    counts = torch.tensor([0.0, 0.0, 6.0, 2.0, 5.0, 9.0, 8.0])
+    # category totals: A = 6 + 2 = 8, B = 2 + 8 = 10, C = 5
+    history = torch.tensor([[2, 3, 4, 2], [6, 0, 0, 0]])
+    lengths = torch.tensor([4, 1])
+    candidates = torch.tensor([[3, 4, 5, 6], [2, 3, 5, 6]])
+    totals = category_totals(table(), counts)
+    assert totals.tolist() == [0.0, 8.0, 10.0, 5.0]  # none, A, B, C
+    favoured, staying = category_popularity_crosses(table(), counts, totals, candidates, history, lengths)
+    # user 0: shares A 3/4, B 1/4, C 1/4; last item 2 (A)
+    # 3 (A, B): 3/4 · 2/8 + 1/4 · 2/10; 4 (C): 1/4 · 5/5; 5: none; 6 (B): 1/4 · 8/10
+    floor = 1e-6
+    expected = [3 / 4 * 2 / 8 + 1 / 4 * 2 / 10, 1 / 4, 0.0, 1 / 4 * 8 / 10]
+    np.testing.assert_allclose(favoured[0].exp().numpy() - floor, expected, atol=1e-7)
+    # staying: only A counts (the last item's category): 3 -> 2/8, the rest 0
+    np.testing.assert_allclose(staying[0].exp().numpy() - floor, [2 / 8, 0.0, 0.0, 0.0], atol=1e-7)
+    # user 1: history [6] (B), share B = 1, last item B; 2 (A): 0; 3 (A, B): 2/10; 6 (B): 8/10
+    np.testing.assert_allclose(favoured[1].exp().numpy() - floor, [0.0, 0.2, 0.0, 0.8], atol=1e-7)
+    np.testing.assert_allclose(staying[1].exp().numpy() - floor, [0.0, 0.2, 0.0, 0.8], atol=1e-7)

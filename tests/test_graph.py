@@ -214,7 +214,7 @@ def test_category_codes_only_for_a_ranker_that_reads_them_and_then_as_in_trainin
     import copy
 
     from recsys.data.dataset import PreparedDataset
-    from recsys.features.category_features import category_crosses
+    from recsys.features.category_features import category_crosses, category_popularity_crosses
     from recsys.features.ranker_features import ItemFeatureTables
     from recsys.models.two_tower_module import TwoTowerModule
 
@@ -233,6 +233,23 @@ def test_category_codes_only_for_a_ranker_that_reads_them_and_then_as_in_trainin
     for a, b in zip(served, trained_lists, strict=True):
         torch.testing.assert_close(a, b)
     assert served[0].abs().sum() > 0  # the crosses are not all zero on this history
+
+    # a ranker reading only the category-popularity crosses gets the codes too, and the served
+    # training counts and category sizes are its training lists'
+    default_features = graph.bundle.manifest["ranker"]["features"]
+    bundle.manifest["ranker"]["features"] = [*default_features, "category_popularity"]
+    reading = InferenceGraph(bundle)
+    assert reading.tables.categories.vocabulary == training.categories.vocabulary
+    torch.testing.assert_close(reading.tables.category_totals, training.category_totals)
+    served, trained_lists = (
+        category_popularity_crosses(
+            t.categories, t.train_count, t.category_totals, candidates, history, lengths
+        )
+        for t in (reading.tables, training)
+    )
+    for a, b in zip(served, trained_lists, strict=True):
+        torch.testing.assert_close(a, b)
+    assert (served[0] > np.log(1e-6) + 1e-3).any()  # some candidate in a favoured category
 
 
 def test_item_age_served_as_of_the_end_of_the_data(graph, trained):

@@ -234,6 +234,12 @@ def test_global_temporal_bundle_serves_a_user_whose_last_interactions_are_histor
     from recsys.candidates.settings import CandidateSettings
 
     assert CandidateSettings.from_checkpoint(ranker).features_as_of_request  # resolved from the split
+    # the category-popularity crosses read training counts: refused where features are as of a request
+    refused = [f"paths.root_dir={tmp_path}", "trainer=fast_dev", "~callbacks.rich_progress_bar"]
+    refused += ["experiment=ranker", f"retrieval_ckpt={retrieval}", f"paths.output_dir={tmp_path}/refused"]
+    refused += ["data.num_candidates=30", "model.hidden=[16]", "model.features=[score,category_popularity]"]
+    with pytest.raises(ValueError, match="not counts as of each request"):
+        train(compose_config("train", refused))
     bundle = export_bundle({"retrieval": retrieval, "ranker": ranker}, tmp_path / "bundle")
     graph = InferenceGraph.from_bundle(bundle)
     dataset = PreparedDataset.load(graph.bundle.manifest["dataset"]["path"])

@@ -5,6 +5,12 @@
   without categories
 - ``category_recency``: 1 / (1 + steps back to the user's latest history item that shares a
   category with the candidate), 1 for the last item, 0 where none does
+- ``category_popularity``: log(1e-6 + Σ_g share(g) · P(candidate | g)) over the candidate's
+  categories g, with share(g) the user's history share in g and P(candidate | g) the candidate's
+  share of the training interactions of items in g: "a category the user favours, then a popular
+  item within it", a product an MLP over the two factors only approximates
+- ``last_category_popularity``: the same with share(g) = 1 for the categories of the user's last
+  item (0 otherwise): users who stay in their last item's category
 
 Positions, not clock time, so they mean the same on files whose time is an ordinal. Items carry
 their categories as codes (``ItemCategories``): the prepared dataset's ``categories`` lists when
@@ -22,6 +28,9 @@ import torch
 from recsys.features.rows import gather_rows
 
 CROSSES = ("category_share", "category_recency")  # the ranker features category_crosses returns
+# category_popularity_crosses' (experiments/oracle_synthetic.py: what `synthetic`'s generator does)
+POPULARITY_CROSSES = ("category_popularity", "last_category_popularity")
+_FLOOR = 1e-6  # log of a probability: an item outside every weighted category
 
 
 @dataclass
@@ -82,3 +91,42 @@ def category_crosses(
     back = (lengths[:, None] - last).float()  # 0: the last history item
     recency = torch.where(last > 0, 1.0 / (1.0 + back), torch.zeros_like(back))
     return share.float(), recency
+
+
+def category_totals(table: ItemCategories, train_count: torch.Tensor) -> torch.Tensor:
+    """[codes + 1]: the training interactions of the items in each category (code 0: none)."""
+    codes = table.codes
+    counts = train_count.float()[:, None].expand(codes.shape) * (codes > 0)
+    return torch.zeros(len(table.vocabulary) + 1).scatter_add_(0, codes.reshape(-1), counts.reshape(-1))
+
+
+def category_popularity_crosses(
+    table: ItemCategories,
+    train_count: torch.Tensor,
+    totals: torch.Tensor,
+    candidates: torch.Tensor,
+    history: torch.Tensor,
+    lengths: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``category_popularity``, ``last_category_popularity``), each [B, K]; ``train_count``: the
+    training interactions of each item_idx row, ``totals`` their ``category_totals``."""
+    batch = candidates.shape[0]
+    n_codes = len(table.vocabulary) + 1
+    codes = table.codes
+    steps = torch.arange(history.shape[1], device=history.device)
+    valid = steps[None, :] < lengths[:, None]
+    hist = gather_rows(codes, history) * valid[..., None]  # [B, L, M]
+    flat = hist.reshape(batch, -1)
+    share = torch.zeros(batch, n_codes).scatter_add_(1, flat, (flat > 0).float())
+    share = share / lengths.clamp(min=1)[:, None]
+    last_row = history.gather(1, (lengths.clamp(min=1) - 1)[:, None])  # [B, 1]
+    last_codes = gather_rows(codes, last_row)[:, 0]  # [B, M]
+    in_last = torch.zeros(batch, n_codes).scatter_(1, last_codes, 1.0)
+    in_last[:, 0] = 0.0
+    cand = gather_rows(codes, candidates)  # [B, K, M]
+    lookup = cand.reshape(batch, -1)
+    within = gather_rows(train_count.float(), candidates)[..., None] / totals[cand].clamp(min=1.0)
+    within = within * (cand > 0)  # [B, K, M]: P(candidate | each of its categories)
+    favoured = (share.gather(1, lookup).view(cand.shape) * within).sum(-1)
+    staying = (in_last.gather(1, lookup).view(cand.shape) * within).sum(-1)
+    return torch.log(favoured + _FLOOR), torch.log(staying + _FLOOR)

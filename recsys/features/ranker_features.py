@@ -25,7 +25,9 @@ feature can never mean one thing in training and another online.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +35,14 @@ import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, flatten_lists, item_arrays
 from recsys.data.splitting import HELD_OUT, user_bounds
-from recsys.features.category_features import CROSSES, ItemCategories, category_crosses
+from recsys.features.category_features import (
+    CROSSES,
+    POPULARITY_CROSSES,
+    ItemCategories,
+    category_crosses,
+    category_popularity_crosses,
+    category_totals,
+)
 from recsys.features.rows import gather_rows
 
 FEATURES = (
@@ -46,6 +55,7 @@ FEATURES = (
     "transition",
     *CROSSES,
     "item_age",
+    *POPULARITY_CROSSES,  # after item_age: earlier rankers' feature columns keep their places
 )
 MS_PER_DAY = 86_400_000
 
@@ -290,6 +300,15 @@ class ItemFeatureTables:
     text: torch.Tensor  # [n + 2, text_dim], unit rows
     categories: ItemCategories  # [n + 2, width] codes
 
+    @cached_property
+    def train_count(self) -> torch.Tensor:
+        return torch.expm1(self.log_popularity)
+
+    @cached_property
+    def category_totals(self) -> torch.Tensor:
+        """Computed once per table (a pass over every item; tables with new items are new objects)."""
+        return category_totals(self.categories, self.train_count)
+
     @classmethod
     def from_arrays(
         cls, train_count: np.ndarray, is_warm: np.ndarray, text: np.ndarray, categories: ItemCategories
@@ -349,8 +368,12 @@ def candidate_features(
     text_sim = torch.einsum("bkd,bd->bk", gather_rows(tables.text, candidates), profile)
     if tables.categories.vocabulary:
         share, recency = category_crosses(tables.categories, candidates, history, lengths)
+        favoured, staying = category_popularity_crosses(
+            tables.categories, tables.train_count, tables.category_totals, candidates, history, lengths
+        )
     else:  # no categories (or a serving ranker that reads neither cross: the graph leaves them out)
         share = recency = torch.zeros(candidates.shape)
+        favoured = staying = torch.full(candidates.shape, math.log(1e-6))
     return torch.stack(
         [
             scores.float(),
@@ -363,6 +386,8 @@ def candidate_features(
             share,
             recency,
             item_age(age_days) if age_days is not None else torch.zeros(candidates.shape),
+            favoured,
+            staying,
         ],
         dim=-1,
     )

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from recsys.data.dataset import PreparedDataset
 from recsys.evaluation.candidate_evaluator import CandidateListEvaluator
 from recsys.features.attribute_features import AttributeLayout
+from recsys.features.category_features import POPULARITY_CROSSES
 from recsys.features.ranker_features import FEATURES, feature_columns
 from recsys.models.checkpoints import LegacyHparams
 from recsys.models.ranker_net import RankerNet
@@ -109,6 +110,14 @@ class RankerModule(LegacyHparams, L.LightningModule):
         if stage == "fit" and len(self.net.numeric_columns) and datamodule is not None:
             self.net.set_numeric_statistics(
                 *numeric_statistics(datamodule.splits["train"].candidates, self.net)
+            )
+        settings = getattr(datamodule, "settings", None)
+        as_of = bool(getattr(settings, "features_as_of_request", False))
+        if as_of and set(self.hparams.features) & set(POPULARITY_CROSSES):
+            # their category sizes are training counts, which hold interactions after a request
+            raise ValueError(
+                f"{list(POPULARITY_CROSSES)} read training counts, not counts as of each request: "
+                "drop them from model.features or set data.features_as_of_request=false"
             )
         if stage == "fit" and self.hparams.use_embeddings and getattr(datamodule, "holdout_ckpt", None):
             # [u, i, u⊙i] of one model mean nothing in another's vector space: a ranker that learned

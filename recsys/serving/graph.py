@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from recsys.data.dataset import FIRST_ITEM_IDX
-from recsys.features.category_features import CROSSES, ItemCategories
+from recsys.features.category_features import CROSSES, POPULARITY_CROSSES, ItemCategories
 from recsys.features.ranker_features import ItemFeatureTables, candidate_features
 from recsys.features.rows import gather_rows
 from recsys.index.score_offsets import index_queries, index_vectors
@@ -85,7 +85,7 @@ class InferenceGraph:
         counts[self.item_idx] = popularity
         # the ranker's category codes, built as for its training lists (the same function); none
         # when the ranker reads no category cross (they cost ~0.3 ms a request at 434K items)
-        crosses = set(CROSSES) & set((m.get("ranker") or {}).get("features", []))
+        crosses = {*CROSSES, *POPULARITY_CROSSES} & set((m.get("ranker") or {}).get("features", []))
         codes = ItemCategories.from_lists(
             self.item_idx, self.categories.tolist() if crosses else [[]] * len(self.item_idx), n
         )
