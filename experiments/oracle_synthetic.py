@@ -32,9 +32,10 @@ from recsys.data.sources import synthetic_vocab as vocab
 from recsys.data.sources.synthetic_generator import (
     _DAY_MS,
     SyntheticConfig,
-    _genre_sampler,
     _user_ids,
     build_catalog,
+    draw_favourites,
+    fresh_weights,
     generate_interactions,
 )
 from tests.conftest import compose_config
@@ -62,9 +63,7 @@ def hidden_state(cfg: SyntheticConfig):
     # generate_interactions' first draws: the favourites, then how many of them a user has
     peek = np.random.default_rng()
     peek.bit_generator.state = rng.bit_generator.state
-    n_genres = len(vocab.GENRES)
-    favourites = np.stack([peek.integers(0, n_genres, cfg.n_users) for _ in range(3)], axis=1)
-    n_fav = peek.integers(1, 4, cfg.n_users)
+    favourites, n_fav = draw_favourites(peek, cfg.n_users)
     inter = generate_interactions(cfg, cat, rng).sort_values(["user", "timestamp"], kind="stable")
     user_ids = _user_ids(cfg.n_users, rng)
     # a duplicate review repeats an earlier review of the same (user, item) a whole number of
@@ -77,6 +76,14 @@ def hidden_state(cfg: SyntheticConfig):
         later_copy = ((gap > 0) & (gap % _DAY_MS == 0) & (gap // _DAY_MS < 30)).any(1)
         inter.loc[group.index[later_copy], "duplicate"] = True
     return cat, favourites, n_fav, inter, user_ids
+
+
+def generator_tables(cat) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """P(item | genre) of the regular and of the fresh-release draws, and which genres have any
+    such item (``_genre_sampler``'s ``has_items``)."""
+    regular = genre_item_probabilities(cat, cat.weights, len(vocab.GENRES))
+    fresh = genre_item_probabilities(cat, fresh_weights(cat), len(vocab.GENRES))
+    return regular, fresh, regular.sum(1) > 0, fresh.sum(1) > 0
 
 
 def step_probabilities(cfg, cat, p_regular, p_fresh, regular_has, fresh_has, favs, prev, final):
@@ -124,12 +131,7 @@ def main() -> None:
     items = pd.read_parquet(processed / "items.parquet", columns=["item_idx", "item_id"])
 
     cat, favourites, n_fav, inter, user_ids = hidden_state(gen)
-    n_genres = len(vocab.GENRES)
-    p_regular = genre_item_probabilities(cat, cat.weights, n_genres)
-    fresh_w = np.where(cat.fresh, (np.arange(len(cat.fresh)) % 7 + 1.0) ** -1.0, 0.0)
-    p_fresh = genre_item_probabilities(cat, fresh_w, n_genres)
-    regular_has = _genre_sampler(cat, cat.weights, n_genres)[1]
-    fresh_has = _genre_sampler(cat, fresh_w, n_genres)[1]
+    p_regular, p_fresh, regular_has, fresh_has = generator_tables(cat)
     raw_of_item = {item_id: k for k, item_id in enumerate(cat.item_ids)}
     idx_of_raw = np.full(len(cat.item_ids), -1)
     idx_of_raw[[raw_of_item[i] for i in items["item_id"]]] = items["item_idx"].to_numpy()

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.oracle_synthetic import genre_item_probabilities, hidden_state, step_probabilities
+from experiments.oracle_synthetic import generator_tables, hidden_state, step_probabilities
 from recsys.data.sources import synthetic_vocab as vocab
-from recsys.data.sources.synthetic_generator import SyntheticConfig, _genre_sampler
+from recsys.data.sources.synthetic_generator import SyntheticConfig, _genre_sampler, fresh_weights
 
 
 def test_step_probabilities_are_the_generators_draws():
     cfg = SyntheticConfig(n_items=400, n_users=300, mean_length=20, seed=3)
     cat, favourites, n_fav, inter, _ = hidden_state(cfg)
-    n_genres = len(vocab.GENRES)
-    p_regular = genre_item_probabilities(cat, cat.weights, n_genres)
-    fresh_w = np.where(cat.fresh, (np.arange(len(cat.fresh)) % 7 + 1.0) ** -1.0, 0.0)
-    p_fresh = genre_item_probabilities(cat, fresh_w, n_genres)
-    regular_has = _genre_sampler(cat, cat.weights, n_genres)[1]
-    fresh_has = _genre_sampler(cat, fresh_w, n_genres)[1]
+    p_regular, p_fresh, regular_has, fresh_has = generator_tables(cat)
+    n_genres = len(vocab.GENRES)  # the genres the generator's own samplers can draw from
+    assert (regular_has == _genre_sampler(cat, cat.weights, n_genres)[1]).all()
+    assert (fresh_has == _genre_sampler(cat, fresh_weights(cat), n_genres)[1]).all()
     assert np.allclose(p_regular[regular_has].sum(1), 1.0)
     assert (p_regular[:, cat.fresh] == 0).all() and (p_fresh[:, ~cat.fresh] == 0).all()
 

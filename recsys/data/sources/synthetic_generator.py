@@ -131,17 +131,27 @@ def _genre_sampler(cat: SyntheticCatalog, weights: np.ndarray, n_genres: int):
     return sample, has_items
 
 
+def fresh_weights(cat: SyntheticCatalog) -> np.ndarray:
+    """Sampling weight of each fresh release among a genre's fresh releases (0 for the others)."""
+    return np.where(cat.fresh, (np.arange(len(cat.fresh)) % 7 + 1.0) ** -1.0, 0.0)
+
+
+def draw_favourites(rng: np.random.Generator, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's three candidate favourite genres and how many of them (1-3) are theirs: the
+    first draws of ``generate_interactions``."""
+    favourites = np.stack([rng.integers(0, len(vocab.GENRES), n_users) for _ in range(3)], axis=1)
+    return favourites, rng.integers(1, 4, n_users)
+
+
 def generate_interactions(
     cfg: SyntheticConfig, cat: SyntheticCatalog, rng: np.random.Generator
 ) -> pd.DataFrame:
     n_genres = len(vocab.GENRES)
     U = cfg.n_users
     regular_sample, regular_has = _genre_sampler(cat, cat.weights, n_genres)
-    fresh_w = np.where(cat.fresh, (np.arange(len(cat.fresh)) % 7 + 1.0) ** -1.0, 0.0)
-    fresh_sample, fresh_has = _genre_sampler(cat, fresh_w, n_genres)
+    fresh_sample, fresh_has = _genre_sampler(cat, fresh_weights(cat), n_genres)
 
-    favourites = np.stack([rng.integers(0, n_genres, U) for _ in range(3)], axis=1)
-    n_fav = rng.integers(1, 4, U)
+    favourites, n_fav = draw_favourites(rng, U)
     lengths = np.clip(
         cfg.min_length + rng.geometric(1.0 / max(1.0, cfg.mean_length - cfg.min_length), U) - 1,
         cfg.min_length,
