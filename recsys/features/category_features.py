@@ -30,7 +30,7 @@ from recsys.features.rows import gather_rows
 CROSSES = ("category_share", "category_recency")  # the ranker features category_crosses returns
 # category_popularity_crosses' (experiments/oracle_synthetic.py: what `synthetic`'s generator does)
 POPULARITY_CROSSES = ("category_popularity", "last_category_popularity")
-_FLOOR = 1e-6  # log of a probability: an item outside every weighted category
+POPULARITY_FLOOR = 1e-6  # added before the log: an item outside every weighted category
 
 
 @dataclass
@@ -68,20 +68,35 @@ class ItemCategories:
         return ItemCategories(torch.cat([pad(self.codes), pad(new)]), self.vocabulary)
 
 
-def category_crosses(
-    table: ItemCategories, candidates: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor
+def history_categories(
+    table: ItemCategories, history: torch.Tensor, lengths: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(``category_share``, ``category_recency``), each [B, K], for candidate item_idx [B, K] of
-    users with right-padded ``history`` [B, L] of ``lengths`` [B]."""
-    batch = candidates.shape[0]
-    n_codes = len(table.vocabulary) + 1
+    """What the crosses read of right-padded ``history`` [B, L] of ``lengths`` [B], per category
+    code ([B, codes + 1]; code 0 absorbs padding and items without categories): how many history
+    items carry it, and the 1-based position of the latest that does (0: none)."""
+    batch, n_codes = history.shape[0], len(table.vocabulary) + 1
     steps = torch.arange(history.shape[1], device=history.device)
     valid = steps[None, :] < lengths[:, None]  # [B, L]
-    hist = gather_rows(table.codes, history) * valid[..., None]  # [B, L, M]; code 0 absorbs padding
+    hist = gather_rows(table.codes, history) * valid[..., None]  # [B, L, M]
     flat = hist.reshape(batch, -1)
     counts = torch.zeros(batch, n_codes).scatter_add_(1, flat, torch.ones(flat.shape))
     position = ((steps + 1)[None, :, None] * (hist > 0)).reshape(batch, -1)  # 1-based, 0 = none
     latest = torch.zeros(batch, n_codes, dtype=torch.long).scatter_reduce_(1, flat, position, "amax")
+    return counts, latest
+
+
+def category_crosses(
+    table: ItemCategories,
+    candidates: torch.Tensor,
+    history: torch.Tensor,
+    lengths: torch.Tensor,
+    summary: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``category_share``, ``category_recency``), each [B, K], for candidate item_idx [B, K] of
+    users with right-padded ``history`` [B, L] of ``lengths`` [B] (``summary``: their
+    ``history_categories``, when already computed)."""
+    batch = candidates.shape[0]
+    counts, latest = summary if summary is not None else history_categories(table, history, lengths)
     cand = gather_rows(table.codes, candidates)  # [B, K, M]
     has = cand > 0
     lookup = cand.reshape(batch, -1)
@@ -107,26 +122,19 @@ def category_popularity_crosses(
     candidates: torch.Tensor,
     history: torch.Tensor,
     lengths: torch.Tensor,
+    summary: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(``category_popularity``, ``last_category_popularity``), each [B, K]; ``train_count``: the
-    training interactions of each item_idx row, ``totals`` their ``category_totals``."""
+    training interactions of each item_idx row, ``totals`` their ``category_totals``, ``summary``
+    as for ``category_crosses``."""
     batch = candidates.shape[0]
-    n_codes = len(table.vocabulary) + 1
-    codes = table.codes
-    steps = torch.arange(history.shape[1], device=history.device)
-    valid = steps[None, :] < lengths[:, None]
-    hist = gather_rows(codes, history) * valid[..., None]  # [B, L, M]
-    flat = hist.reshape(batch, -1)
-    share = torch.zeros(batch, n_codes).scatter_add_(1, flat, (flat > 0).float())
-    share = share / lengths.clamp(min=1)[:, None]
-    last_row = history.gather(1, (lengths.clamp(min=1) - 1)[:, None])  # [B, 1]
-    last_codes = gather_rows(codes, last_row)[:, 0]  # [B, M]
-    in_last = torch.zeros(batch, n_codes).scatter_(1, last_codes, 1.0)
-    in_last[:, 0] = 0.0
-    cand = gather_rows(codes, candidates)  # [B, K, M]
+    counts, latest = summary if summary is not None else history_categories(table, history, lengths)
+    share = counts / lengths.clamp(min=1)[:, None]  # [B, codes + 1]: the user's share in each
+    in_last = ((latest == lengths[:, None]) & (latest > 0)).float()  # the last item's categories
+    cand = gather_rows(table.codes, candidates)  # [B, K, M]
     lookup = cand.reshape(batch, -1)
     within = gather_rows(train_count.float(), candidates)[..., None] / totals[cand].clamp(min=1.0)
     within = within * (cand > 0)  # [B, K, M]: P(candidate | each of its categories)
     favoured = (share.gather(1, lookup).view(cand.shape) * within).sum(-1)
     staying = (in_last.gather(1, lookup).view(cand.shape) * within).sum(-1)
-    return torch.log(favoured + _FLOOR), torch.log(staying + _FLOOR)
+    return torch.log(favoured + POPULARITY_FLOOR), torch.log(staying + POPULARITY_FLOOR)

@@ -38,10 +38,12 @@ from recsys.data.splitting import HELD_OUT, user_bounds
 from recsys.features.category_features import (
     CROSSES,
     POPULARITY_CROSSES,
+    POPULARITY_FLOOR,
     ItemCategories,
     category_crosses,
     category_popularity_crosses,
     category_totals,
+    history_categories,
 )
 from recsys.features.rows import gather_rows
 
@@ -367,13 +369,20 @@ def candidate_features(
     profile = last_texts.sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)
     text_sim = torch.einsum("bkd,bd->bk", gather_rows(tables.text, candidates), profile)
     if tables.categories.vocabulary:
-        share, recency = category_crosses(tables.categories, candidates, history, lengths)
+        summary = history_categories(tables.categories, history, lengths)  # one pass for all four
+        share, recency = category_crosses(tables.categories, candidates, history, lengths, summary)
         favoured, staying = category_popularity_crosses(
-            tables.categories, tables.train_count, tables.category_totals, candidates, history, lengths
+            tables.categories,
+            tables.train_count,
+            tables.category_totals,
+            candidates,
+            history,
+            lengths,
+            summary,
         )
-    else:  # no categories (or a serving ranker that reads neither cross: the graph leaves them out)
+    else:  # no categories (or a serving ranker that reads no cross: the graph leaves them out)
         share = recency = torch.zeros(candidates.shape)
-        favoured = staying = torch.full(candidates.shape, math.log(1e-6))
+        favoured = staying = torch.full(candidates.shape, math.log(POPULARITY_FLOOR))
     return torch.stack(
         [
             scores.float(),

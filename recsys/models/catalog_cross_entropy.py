@@ -116,7 +116,7 @@ def catalog_cross_entropy(
     if masked is None:
         empty = torch.zeros(0, dtype=torch.long, device=user.device)
         masked = (empty, torch.zeros(n_rows + 1, dtype=torch.long, device=user.device))
-    with torch.autocast(user.device.type, enabled=False):
+    with torch.autocast(device, enabled=False):
         return _CatalogCrossEntropy.apply(
             user.to(dtype),
             catalog.to(dtype),
