@@ -3,8 +3,9 @@
 Starts `python -m recsys.serve` for the bundle and a LitServe server whose predict returns a fixed
 10-item answer (the floor: HTTP + LitServe queueing, no model), both with one inference worker and
 one torch thread, and between them recsys' own routes with a worker that answers the same fixed
-list (what our HTTP side adds, apart from the graph's work), then measures for each: time to ready, sequential latency (p50/p95/p99 over
-``--requests``) and throughput with ``--clients`` concurrent clients for ``--seconds``.
+list (what our HTTP side adds, apart from the graph's work), all running at once, then measures
+for each: time to ready, sequential latency (p50/p95/p99 over ``--requests``, the endpoints taking
+turns of ``--block`` requests) and throughput with ``--clients`` concurrent clients for ``--seconds``.
 
     python experiments/bench_serving.py --bundle artifacts/demo/bundle [--requests 1000] [--seconds 30]
     python experiments/bench_serving.py --bundle … --fault --seconds 60   # kill the worker midway
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -97,16 +99,29 @@ def serve_argv(args: argparse.Namespace, *overrides: str) -> list[str]:
     ]
 
 
-def measure(call, requests: int, clients: int, seconds: float, warmup: int = 50) -> dict:
+def sequential(
+    calls: dict[str, Callable], requests: int, block: int, warmup: int = 50
+) -> dict[str, np.ndarray]:
+    """Latency ms of ``requests`` sequential requests per endpoint, interleaved: ``block`` requests to
+    each endpoint in turn, so every endpoint sees the same phases of the machine's speed (measured
+    one after another, a floor and a route minutes apart differed by up to 1.5× on this VM)."""
+    latencies: dict[str, list[float]] = {name: [] for name in calls}
     with httpx.Client(timeout=30) as client:
-        for i in range(warmup):
-            call(client, i)
-        latencies = []
-        for i in range(requests):
-            t0 = time.perf_counter()
-            response = call(client, i)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            assert response.status_code == 200, response.text
+        for call in calls.values():
+            for i in range(warmup):
+                call(client, i)
+        for first in range(0, requests, block):
+            for name, call in calls.items():
+                for i in range(first, min(first + block, requests)):
+                    t0 = time.perf_counter()
+                    response = call(client, i)
+                    latencies[name].append((time.perf_counter() - t0) * 1000)
+                    assert response.status_code == 200, response.text
+    return {name: np.array(values) for name, values in latencies.items()}
+
+
+def throughput(call: Callable, clients: int, seconds: float) -> dict:
+    """Requests a second (and errors) with ``clients`` concurrent clients for ``seconds``."""
     done, errors = [0] * clients, [0] * clients
     stop = time.monotonic() + seconds
 
@@ -125,15 +140,7 @@ def measure(call, requests: int, clients: int, seconds: float, warmup: int = 50)
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - t0
-    lat = np.array(latencies)
-    return {
-        "p50": np.percentile(lat, 50),
-        "p95": np.percentile(lat, 95),
-        "p99": np.percentile(lat, 99),
-        "rps": sum(done) / elapsed,
-        "errors": sum(errors),
-    }
+    return {"rps": sum(done) / (time.perf_counter() - t0), "errors": sum(errors)}
 
 
 def main() -> None:
@@ -142,6 +149,9 @@ def main() -> None:
     )
     parser.add_argument("--bundle", default="artifacts/demo/bundle")
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument(
+        "--block", type=int, default=100, help="sequential requests to one endpoint before the next's turn"
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--port", type=int, default=8765)
@@ -196,77 +206,57 @@ def main() -> None:
     user_ids = users["user_id"].astype(str).to_numpy()[rng.permutation(len(users))]
     histories = users["history"].to_numpy()[rng.permutation(len(users))]
     base = f"http://127.0.0.1:{args.port}"
-    floor_port = args.port + 1
     if args.fault:
         run_fault(args, env, base, user_ids, placement, server_cpus)
         return
 
-    rows = {}
-    floor, floor_ready = start(
-        [sys.executable, str(CONSTANT_SERVER), str(floor_port), *(["--no-pin"] if args.no_pin else [])],
-        floor_port,
-        "/health",
-        env,
-        server_cpus,
-    )
-    try:
-        rows["constant LitServe endpoint (floor)"] = measure(
-            lambda c, i: c.post(f"http://127.0.0.1:{floor_port}/predict", json={"user": str(i)}),
-            args.requests,
-            args.clients,
-            args.seconds,
+    floor_port, routes_port = args.port + 1, args.port + 2
+    pin = ["--no-pin"] if args.no_pin else []
+    servers: list[subprocess.Popen] = []
+    try:  # every server up at once (an idle one waits on its queues), measured in turns
+        floor, floor_ready = start(
+            [sys.executable, str(CONSTANT_SERVER), str(floor_port), *pin],
+            floor_port,
+            "/health",
+            env,
+            server_cpus,
         )
-    finally:
-        stop(floor)
-
-    routes, _ = start(
-        [
-            sys.executable,
-            str(CONSTANT_SERVER),
-            str(floor_port),
-            "--recsys-routes",
-            args.bundle,
-            *(["--no-pin"] if args.no_pin else []),
-        ],
-        floor_port,
-        "/health",
-        env,
-        server_cpus,
-    )
-    try:
-        rows["recsys routes, fixed answer (no graph)"] = measure(
-            lambda c, i: c.get(f"http://127.0.0.1:{floor_port}/recommend/{user_ids[i % len(user_ids)]}"),
-            args.requests,
-            args.clients,
-            args.seconds,
+        servers.append(floor)
+        routes, _ = start(
+            [sys.executable, str(CONSTANT_SERVER), str(routes_port), "--recsys-routes", args.bundle, *pin],
+            routes_port,
+            "/health",
+            env,
+            server_cpus,
         )
-    finally:
-        stop(routes)
-
-    server, ready_s = start(
-        serve_argv(args),
-        args.port,
-        "/health",
-        env,
-        server_cpus,
-    )
-    try:
-        rows["GET /recommend/{user_id} (known user)"] = measure(
-            lambda c, i: c.get(f"{base}/recommend/{user_ids[i % len(user_ids)]}", params={"top_k": 10}),
-            args.requests,
-            args.clients,
-            args.seconds,
-        )
-        rows["POST /recommend (anonymous history)"] = measure(
-            lambda c, i: c.post(
+        servers.append(routes)
+        server, ready_s = start(serve_argv(args), args.port, "/health", env, server_cpus)
+        servers.append(server)
+        calls = {
+            "constant LitServe endpoint (floor)": lambda c, i: c.post(
+                f"http://127.0.0.1:{floor_port}/predict", json={"user": str(i)}
+            ),
+            "recsys routes, fixed answer (no graph)": lambda c, i: c.get(
+                f"http://127.0.0.1:{routes_port}/recommend/{user_ids[i % len(user_ids)]}"
+            ),
+            "GET /recommend/{user_id} (known user)": lambda c, i: c.get(
+                f"{base}/recommend/{user_ids[i % len(user_ids)]}", params={"top_k": 10}
+            ),
+            "POST /recommend (anonymous history)": lambda c, i: c.post(
                 f"{base}/recommend", json={"history": list(histories[i % len(histories)]), "top_k": 10}
             ),
-            args.requests,
-            args.clients,
-            args.seconds,
-        )
+        }
+        latencies = sequential(calls, args.requests, args.block)
+        rows = {
+            name: {
+                **{f"p{q}": np.percentile(latencies[name], q) for q in (50, 95, 99)},
+                **throughput(call, args.clients, args.seconds),
+            }
+            for name, call in calls.items()
+        }
     finally:
-        stop(server)
+        for proc in servers:
+            stop(proc)
     import json
 
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
@@ -274,10 +264,13 @@ def main() -> None:
         f"Bundle `{args.bundle}`: {manifest['n_items']:,} items, {manifest['n_users']:,} users, index "
         f"`{manifest['index']['kind']}`, K = {manifest['candidates']['num_candidates']} candidates "
         f"{'re-ranked by the ranker' if manifest.get('ranker') else 'in retrieval order (no ranker)'}, top 10 returned. "
-        f"One LitServe inference worker, 1 torch/FAISS thread, loopback; {placement}.",
+        f"One LitServe inference worker, 1 torch/FAISS thread, loopback; {placement}. All servers run "
+        f"at once; the sequential requests go to each endpoint in turns of {args.block}, so the floor "
+        "and every route share the machine's speed phases; throughput is measured per endpoint.",
         f"Time to ready (process start → `/health` 200): recsys {ready_s:.1f} s; constant server {floor_ready:.1f} s.",
         "",
-        f"| endpoint | p50 ms | p50 / floor p50 | p95 ms | p99 ms (sequential, {args.requests} requests) | "
+        f"| endpoint | p50 ms | p50 / floor p50 | p95 ms | p99 ms (sequential, {args.requests} requests, "
+        f"in turns of {args.block}) | "
         f"req/s ({args.clients} clients, {args.seconds:.0f} s) | errors |",
         "|---|---|---|---|---|---|---|",
     ]

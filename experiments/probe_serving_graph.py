@@ -1,9 +1,11 @@
 """Where a known-user request's time goes inside the serving graph (no HTTP), per stage.
 
-Each variant runs in its own process (GLIBC_TUNABLES is read at process start): ``plain``, and
-``hugepages`` with the malloc tunable `python -m recsys.serve` sets for its workers. 1 thread.
+Each variant runs in its own process (GLIBC_TUNABLES is read at process start): ``plain``,
+``hugepages`` with the malloc tunable `python -m recsys.serve` sets for its workers, and ``search``:
+plain, but known users' candidates searched in the index as for an anonymous history (a bundle
+exported with ``known_candidates=false``). 1 thread.
 
-    python experiments/probe_serving_graph.py --bundle DIR [--users 1500] [--variants plain,hugepages]
+    python experiments/probe_serving_graph.py --bundle DIR [--users 1500] [--variants plain,hugepages,search]
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments._measure import report, run_child
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = {"search": "the ANN search", "features": "ranker features", "ranker": "ranker MLP"}
+STAGES = {
+    "retrieval": "retrieval (cached or searched)",
+    "features": "ranker features",
+    "ranker": "ranker MLP",
+}
 
 
-def child(bundle: str, users: int, warmup: int) -> None:
+def child(bundle: str, users: int, warmup: int, search: bool) -> None:
     """Time ``recommend`` and its stages for random known users; print one JSON line."""
     import torch
 
@@ -34,6 +40,8 @@ def child(bundle: str, users: int, warmup: int) -> None:
 
     torch.set_num_threads(1)
     graph = InferenceGraph.from_bundle(bundle, threads=1)
+    if search:
+        graph.bundle.candidates = None
     times: dict[str, list[float]] = {name: [] for name in ("total", *STAGES)}
 
     def timed(owner, name: str, key: str) -> None:
@@ -47,7 +55,7 @@ def child(bundle: str, users: int, warmup: int) -> None:
 
         setattr(owner, name, wrapper)
 
-    timed(graph.bundle.index, "search", "search")
+    timed(graph, "_candidates", "retrieval")
     timed(graph_module, "candidate_features", "features")
     timed(graph.bundle.ranker, "score_user", "ranker")
     ids = graph.bundle.users["user_id"].astype(str).to_numpy()
@@ -69,19 +77,20 @@ def main() -> None:
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--variants", default="plain,hugepages")
+    parser.add_argument("--variants", default="plain,search")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--search", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     if args.child:
-        child(args.bundle, args.users, args.warmup)
+        child(args.bundle, args.users, args.warmup, args.search)
         return
     from recsys.serving.process_setup import use_hugepage_malloc
 
     rows = {}
     for variant in args.variants.split(","):
-        if variant not in ("plain", "hugepages"):
-            raise SystemExit(f"unknown variant {variant!r}: plain or hugepages")
+        if variant not in ("plain", "hugepages", "search"):
+            raise SystemExit(f"unknown variant {variant!r}: plain, hugepages or search")
         env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | {"OMP_NUM_THREADS": "1"}
         if variant == "hugepages":
             use_hugepage_malloc(env)
@@ -94,6 +103,7 @@ def main() -> None:
             str(args.users),
             "--warmup",
             str(args.warmup),
+            *(["--search"] if variant == "search" else []),
         ]
         rows[variant] = run_child(argv, REPO, env)
     lines = [

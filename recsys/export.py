@@ -32,7 +32,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     offset = (parts.retrieval_config or {}).get("cold_score_offset", 0.0)
     index = hydra.utils.instantiate(cfg.index, dim=index_dim(parts.catalog.shape[1], offset))
     extra = {"checkpoints": {"retrieval": str(cfg.retrieval_ckpt), "ranker": cfg.get("ranker_ckpt")}}
-    manifest = write_bundle(cfg.bundle_dir, parts, index, extra=extra)
+    manifest = write_bundle(
+        cfg.bundle_dir, parts, index, extra=extra, known_candidates=bool(cfg.get("known_candidates", True))
+    )
     summary = {
         "bundle": str(cfg.bundle_dir),
         "items": manifest["n_items"],

@@ -123,7 +123,9 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def export_bundle(trained: dict, bundle_dir: Path, index: str = "flat") -> Path:
+def export_bundle(
+    trained: dict, bundle_dir: Path, index: str = "flat", overrides: tuple[str, ...] = ()
+) -> Path:
     from recsys.export import export
 
     cfg = compose_config(
@@ -134,6 +136,7 @@ def export_bundle(trained: dict, bundle_dir: Path, index: str = "flat") -> Path:
             f"ranker_ckpt={trained['ranker']}",
             f"index={index}",
             f"bundle_dir={bundle_dir}",
+            *overrides,
         ],
     )
     export(cfg)

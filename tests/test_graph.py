@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recsys.serving.graph import InferenceGraph, UnknownItemError, UnknownUserError
+from tests.conftest import export_bundle
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +265,41 @@ def test_item_age_served_as_of_the_end_of_the_data(graph, trained):
     expected = timeline.age_days(graph.item_idx, timeline.end)
     np.testing.assert_array_equal(graph.age_days[graph.item_idx], expected)
     assert (expected > 0).any() and (expected < 0).any()  # aged items and never-interacted ones
+
+
+def test_known_users_candidates_from_the_export_are_the_search_a_request_runs(tiny_bundle, trained, tmp_path):
+    """The bundle's known-user candidates are what the index search gives: a bundle exported with
+    and one without them give every known user the same answer (the tiny bundle's index is flat:
+    exact), also after an item is added (scored and merged in) and after a cached candidate is
+    deleted (searched again)."""
+    cached = InferenceGraph.from_bundle(tiny_bundle, max_top_k=100)
+    without = export_bundle(trained, tmp_path / "bundle", overrides=("known_candidates=false",))
+    searched = InferenceGraph.from_bundle(without, max_top_k=100)
+    known = cached.bundle.candidates
+    assert (
+        known is not None
+        and known.k == cached.num_candidates == cached.bundle.manifest["known_candidates"]["k"]
+    )
+    assert known.items.shape == (len(cached.bundle.users), known.k)
+    assert searched.bundle.candidates is None and searched.bundle.manifest["known_candidates"] is None
+    assert not list(without.glob("user_candidate*"))
+    users = list(cached.bundle.users["user_id"].astype(str))
+
+    def answers(graph: InferenceGraph) -> list[dict]:
+        return [graph.recommend(user_id=u, top_k=100) for u in users]
+
+    assert answers(cached) == answers(searched)
+    # a new item placed at user 0's own vector: first among its candidates
+    vector = cached.bundle.user_embeddings[0][None]
+    for graph in (cached, searched):
+        graph.insert_items(["NEW-AT-USER-0"], ["new"], [[]], vector, graph.tables.text[2:3].numpy())
+    after = answers(cached)
+    assert after == answers(searched)
+    assert "NEW-AT-USER-0" in {x["item_id"] for x in after[0]["items"]}
+    deleted = next(x["item_id"] for x in after[0]["items"] if x["item_id"] != "NEW-AT-USER-0")
+    assert sum(deleted in {x["item_id"] for x in a["items"]} for a in after) > 1  # in several lists
+    for graph in (cached, searched):
+        graph.remove_items([deleted])
+    final = answers(cached)
+    assert final == answers(searched)
+    assert all(deleted not in {x["item_id"] for x in a["items"]} for a in final)

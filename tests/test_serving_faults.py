@@ -322,21 +322,55 @@ def test_a_request_whose_worker_is_gone_gets_503_and_none_is_submitted_without_a
         spec._server = _FakeServer({"recommend_0": status})
         spec._status_read_at = float("-inf")  # as if the cached states had expired
 
+    now = time.monotonic()
     workers(READY)
-    spec._check_waiting(item, deadline=time.monotonic() + 60)  # alive: keep waiting
+    spec._check_waiting(item, deadline=now + 60, submitted=now)  # alive: keep waiting
     workers(STARTING)  # restarted
     with pytest.raises(HTTPException) as err:
-        spec._check_waiting(item, deadline=time.monotonic() + 60)
+        spec._check_waiting(item, deadline=now + 60, submitted=now)
     assert err.value.status_code == 503 and err.value.headers == {"Retry-After": "1"}
     queued = ResponseBufferItem(event=asyncio.Event())  # not taken yet, and no worker ready to take it
     with pytest.raises(HTTPException, match="restarting") as err:
-        spec._check_waiting(queued, deadline=time.monotonic() + 60)
+        spec._check_waiting(queued, deadline=now + 60, submitted=now)
     assert err.value.status_code == 503 and err.value.headers == {"Retry-After": "1"}
     workers(READY)  # a ready worker will take it: keep waiting, up to the deadline
-    spec._check_waiting(queued, deadline=time.monotonic() + 60)
+    spec._check_waiting(queued, deadline=now + 60, submitted=time.monotonic())
     with pytest.raises(HTTPException, match="in time"):
-        spec._check_waiting(queued, deadline=time.monotonic() - 1)
+        spec._check_waiting(queued, deadline=now - 1, submitted=time.monotonic())
     workers(STARTING)
     with pytest.raises(HTTPException) as err:  # no ready worker: refused before it is queued
         asyncio.run(spec._call("item", item_id="x"))
     assert err.value.status_code == 503
+
+
+def test_a_request_lost_with_a_worker_before_it_was_announced_gets_503_within_the_grace(tiny_bundle):
+    """A worker killed between taking a request off the queue and announcing it leaves the request
+    unannounced while other workers are ready (a standby, or the replacement): once a worker has been
+    seen not ready after the request was queued, it is answered 503 after ORPHAN_GRACE_S, never
+    left to the server's timeout; without a death, an unannounced request keeps waiting."""
+    import asyncio
+
+    from recsys.serving.api import ORPHAN_GRACE_S, RecsysSpec
+
+    spec = RecsysSpec(tiny_bundle)
+
+    def workers(**status: str) -> None:
+        spec._server = _FakeServer(status)
+        spec._status_read_at = float("-inf")
+
+    queued = ResponseBufferItem(event=asyncio.Event())
+    submitted = time.monotonic() - 2 * ORPHAN_GRACE_S  # queued a while ago
+    workers(recommend_0=READY, recommend_1=READY)
+    spec._check_waiting(queued, deadline=submitted + 60, submitted=submitted)  # no death: it waits
+    workers(recommend_0=STARTING, recommend_1=READY)  # worker 0 died (restarting), the standby is ready
+    with pytest.raises(HTTPException, match="queued") as err:
+        spec._check_waiting(queued, deadline=submitted + 60, submitted=submitted)
+    assert err.value.status_code == 503 and err.value.headers == {"Retry-After": "1"}
+    workers(recommend_0=READY, recommend_1=READY)  # replaced already: the death was seen, still 503
+    with pytest.raises(HTTPException, match="queued"):
+        spec._check_waiting(queued, deadline=submitted + 60, submitted=submitted)
+    fresh = time.monotonic()  # queued after the death was seen: waits for the grace first
+    workers(recommend_0=STARTING, recommend_1=READY)
+    spec._check_waiting(queued, deadline=fresh + 60, submitted=fresh)
+    later = time.monotonic() + 1  # queued after the last not-ready sighting: a live queue, it waits
+    spec._check_waiting(queued, deadline=later + 60, submitted=later)

@@ -356,14 +356,14 @@ def candidate_features(
     """
     batch, k = candidates.shape
     rank = torch.log1p(torch.arange(k, dtype=torch.float32, device=candidates.device)).expand(batch, k)
-    last = last_items(history, lengths, transitions.window).numpy()
-    follows = transitions.counts(last, candidates.numpy(), as_of)
+    recent_first = last_items(history, lengths, max(transitions.window, last_n))  # one gather for both
+    follows = transitions.counts(recent_first[:, : transitions.window].numpy(), candidates.numpy(), as_of)
     log_popularity = (
         gather_rows(tables.log_popularity, candidates)
         if popularity is None
         else torch.log1p(popularity.float())
     )
-    last = last_items(history, lengths, last_n)
+    last = recent_first[:, :last_n]
     valid = last > 0
     last_texts = gather_rows(tables.text, last) * valid[..., None]
     profile = last_texts.sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)

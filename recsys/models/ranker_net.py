@@ -9,6 +9,8 @@ with statistics of the training lists (``set_numeric_statistics``; absent values
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -128,26 +130,33 @@ class RankerNet(nn.Module):
         parts.append(((numbers - self.numeric_mean) / self.numeric_std).nan_to_num(0.0))
         return dense, torch.cat(parts, dim=-1)
 
-    def score_user(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """``forward`` for one user ([d], [K, d], [K, F_all]) with the first layer factored.
+    def score_user(
+        self, user: torch.Tensor, items: torch.Tensor | None, features: torch.Tensor
+    ) -> torch.Tensor:
+        """``forward`` for one user ([d], [K, d], [K, F_all]) with the first layer factored
+        (``items`` may be None when the net reads no embeddings).
 
         W·[u, i, u⊙i, f] = W_u·u + (W_i + W_h·diag(u))·i + W_f·f: the user part is computed once and
         the item part is a [K, d] × [d, h] product instead of [K, 3d] × [3d, h] (serving latency).
         """
-        if not self.use_embeddings:
-            return self(user[None], items[None], features[None])[0]
-        d = user.shape[-1]
-        first: nn.Linear = self.mlp[0]
-        w = first.weight
         dense, inputs = self._inputs(features)
+        first: nn.Linear = self.mlp[0]
+        if not self.use_embeddings:
+            return self._add_wide(self._after_first(first(inputs)), dense) + self._prior(features)
+        d = user.shape[-1]
+        w = first.weight
         # fused ops (addcmul/addmv/addmm) and no Dropout calls in eval: 0.60 vs 0.72 ms at K = 200, d = 256
         item_weight = torch.addcmul(w[:, d : 2 * d], w[:, 2 * d : 3 * d], user[None, :])  # W_i + W_h·diag(u)
         hidden = torch.addmm(torch.addmv(first.bias, w[:, :d], user), items, item_weight.T)
         hidden = hidden.addmm_(inputs, w[:, 3 * d :].T)
-        for layer in self.mlp[1:]:
+        return self._add_wide(self._after_first(hidden), dense) + self._prior(features)
+
+    def _after_first(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The layers after the first Linear, without the Dropout calls in eval: [K, h] -> [K]."""
+        for layer in itertools.islice(self.mlp, 1, None):  # (slicing builds a new Sequential a call)
             if self.training or not isinstance(layer, nn.Dropout):
                 hidden = layer(hidden)
-        return self._add_wide(hidden.squeeze(-1), dense) + self._prior(features)
+        return hidden.squeeze(-1)
 
     def forward(self, user: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         dense, inputs = self._inputs(features)

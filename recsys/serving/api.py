@@ -49,6 +49,10 @@ from recsys.serving.schemas import (
 ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
 WORKER_POLL_S = 0.05  # how often a waiting request checks that its worker is still alive
 STATUS_TTL_S = 0.02  # worker states are re-read at most this often per HTTP process
+# A worker killed between taking a request off the queue and announcing it (LitServe's START
+# message) takes the request with it, unseen: a request still unannounced this long after a worker
+# was seen not ready is answered 503 (a live queue hands requests out within milliseconds).
+ORPHAN_GRACE_S = 0.5
 
 
 def unavailable(detail: str) -> HTTPException:
@@ -96,6 +100,7 @@ class RecsysSpec(lsa.LitSpec):
         self.api_path = "/recommend"
         self._status: dict[str, Any] = {}
         self._status_read_at = float("-inf")
+        self._unready_seen_at = float("-inf")  # when a worker was last seen not ready (dead, loading)
         self.summary = bundle_summary(bundle_dir)
         self.max_top_k = max_top_k
         top_k = Annotated[int, Query(ge=1, le=max_top_k, description=f"1..{max_top_k}")]
@@ -174,21 +179,26 @@ class RecsysSpec(lsa.LitSpec):
         now = time.monotonic()
         if now - self._status_read_at > STATUS_TTL_S:
             self._status, self._status_read_at = lsa.worker_states(self._server), now
+            if any(state != lsa.READY for state in self._status.values()):
+                self._unready_seen_at = now
         return self._status
 
     def _ready_workers(self) -> list[str]:
         return [k for k, v in self._worker_status().items() if v == lsa.READY]
 
-    def _check_waiting(self, item: lsa.ResponseBufferItem, deadline: float) -> None:
-        """Raise 503 when the worker that took the request (LitServe reports which) is gone, or
-        when the request is still queued and no worker is ready to take it: a request queued just
-        before its worker died would otherwise wait for the replacement's whole start."""
+    def _check_waiting(self, item: lsa.ResponseBufferItem, deadline: float, submitted: float) -> None:
+        """Raise 503 when the worker that took the request (LitServe reports which) is gone, when
+        the request is still queued and no worker is ready to take it (it would wait for the
+        replacement's whole start), or when it is still unannounced ``ORPHAN_GRACE_S`` after
+        ``submitted`` and a worker was seen not ready since (it died with the request in hand)."""
         worker_id = lsa.taken_by(item)
         if worker_id is not None:
             if self._worker_status().get(lsa.worker_key(self, worker_id)) != lsa.READY:
                 raise unavailable("the inference worker stopped while handling this request; retry")
         elif not self._ready_workers():
             raise unavailable("no inference worker is ready (one is restarting); retry shortly")
+        elif self._unready_seen_at >= submitted and time.monotonic() - submitted > ORPHAN_GRACE_S:
+            raise unavailable("an inference worker stopped while this request was queued; retry")
         if time.monotonic() > deadline:
             raise unavailable("no answer from the inference workers in time; retry")
 
@@ -201,14 +211,15 @@ class RecsysSpec(lsa.LitSpec):
         if not self._ready_workers():
             raise unavailable("no inference worker is ready (loading the bundle); retry shortly")
         event = asyncio.Event()
+        submitted = time.monotonic()
         uid, item = lsa.submit(self, {"op": op, **arguments}, event)
-        deadline = time.monotonic() + float(getattr(self._server, "timeout", 30) or 30)
+        deadline = submitted + float(getattr(self._server, "timeout", 30) or 30)
         try:
             while not event.is_set():
                 try:
                     await asyncio.wait_for(event.wait(), timeout=WORKER_POLL_S)
                 except TimeoutError:
-                    self._check_waiting(item, deadline)
+                    self._check_waiting(item, deadline, submitted)
         finally:
             lsa.discard(self, uid)
         return lsa.reply(item)  # a worker's HTTPException is re-raised here

@@ -19,6 +19,10 @@ Files (every one hashed in ``manifest.json``, verified on load):
 - ``item_attributes.parquet`` / ``user_attributes.parquet`` (when the ranker reads declared
   attributes): item_id / user_id (in items.parquet / users.parquet order), then each categorical
   attribute's code and each numeric attribute's value (``recsys.features.attribute_features``)
+- ``user_candidates.npy`` / ``user_candidate_scores.npy`` (optional; ``export.known_candidates``):
+  int32 item_idx / float32 exact score [n_users, K], each known user's retrieval candidates (users.parquet
+  row order, best first, padded with item_idx 0 and -inf), computed at export by the search a request
+  runs (``recsys.serving.known_candidates``); without them every request searches the index
 - ``static_text/<key>/`` (when the item tower reads text embedded by the static encoder): the
   token table, so new items' text is embedded on any machine without distilling it again
 - ``catalog_changes.json`` (not in the manifest): items added and deleted over HTTP
@@ -47,9 +51,11 @@ from recsys.index.faiss_index import ItemIndex
 from recsys.models.item_tower import ItemTower
 from recsys.models.ranker_net import RankerNet
 from recsys.models.user_tower import UserTower, build_encoder
+from recsys.serving.known_candidates import KnownCandidates
 from recsys.utils.artifacts import ManifestError, read_manifest
 
 STATIC_TEXT_DIR = "static_text"
+CANDIDATE_FILES = ("user_candidates.npy", "user_candidate_scores.npy")
 ATTRIBUTE_FILES = {"item": "item_attributes.parquet", "user": "user_attributes.parquet"}
 # 2: encoders named from a registry, candidate settings in one block (format 1: class paths)
 BUNDLE_FORMAT = 2
@@ -89,6 +95,7 @@ class Bundle:
     item_tower: ItemTower
     ranker: RankerNet | None
     attributes: Attributes | None = None  # what the ranker reads of the declared attributes
+    candidates: KnownCandidates | None = None  # known users' retrieval, computed at export
 
     def text_encoder(self) -> TextEncoder:
         """The encoder the catalog's text was embedded with (new items' text goes through it)."""
@@ -179,6 +186,7 @@ class Bundle:
             ranker.load_state_dict(load_file(path / "ranker.safetensors"))
             ranker.eval()
         attributes = _attributes(path, layout, items, users, n_rows) if layout.width else None
+        candidates = _known_candidates(path, manifest, len(users), n_rows)
         return cls(
             path,
             manifest,
@@ -194,7 +202,28 @@ class Bundle:
             item_tower.eval(),
             ranker,
             attributes,
+            candidates,
         )
+
+
+def _known_candidates(
+    path: Path, manifest: dict[str, Any], n_users: int, n_rows: int
+) -> KnownCandidates | None:
+    """The known users' candidates when the bundle has them, shapes and item_idx range checked."""
+    present = [f for f in CANDIDATE_FILES if f in manifest["files"]]
+    if not present:
+        return None
+    if len(present) < len(CANDIDATE_FILES):
+        raise ManifestError(f"{path}: manifest lists {present} without {set(CANDIDATE_FILES) - set(present)}")
+    items, scores = (np.load(path / f) for f in CANDIDATE_FILES)
+    if items.ndim != 2 or items.shape[0] != n_users or scores.shape != items.shape:
+        raise ManifestError(
+            f"{path}: {CANDIDATE_FILES[0]} {items.shape} / {CANDIDATE_FILES[1]} {scores.shape}: "
+            f"expected [{n_users} users, K] each"
+        )
+    if items.size and (items.min() < 0 or items.max() >= n_rows):
+        raise ManifestError(f"{path}: {CANDIDATE_FILES[0]} holds item_idx outside 0..{n_rows - 1}")
+    return KnownCandidates(items, scores)
 
 
 def _attributes(

@@ -31,7 +31,8 @@ from recsys.index.sized_index import SizedIndex
 from recsys.models.item_tower import ItemTower
 from recsys.models.ranker_net import RankerNet
 from recsys.models.user_tower import UserTower
-from recsys.serving.bundle import ATTRIBUTE_FILES, BUNDLE_FORMAT, STATIC_TEXT_DIR
+from recsys.serving.bundle import ATTRIBUTE_FILES, BUNDLE_FORMAT, CANDIDATE_FILES, STATIC_TEXT_DIR
+from recsys.serving.known_candidates import KnownCandidates
 from recsys.utils.artifacts import atomic_directory, write_manifest
 
 
@@ -108,10 +109,15 @@ def encode_histories(
 
 
 def write_bundle(
-    path: str | Path, parts: BundleParts, index: ItemIndex | SizedIndex, extra: dict[str, Any] | None = None
+    path: str | Path,
+    parts: BundleParts,
+    index: ItemIndex | SizedIndex,
+    extra: dict[str, Any] | None = None,
+    known_candidates: bool = True,
 ) -> dict[str, Any]:
     """Build the index over ``parts.catalog`` (a ``SizedIndex`` picks its kind by the catalog's
-    size) and write every bundle file atomically."""
+    size) and write every bundle file atomically; ``known_candidates``: with every known user's
+    retrieval candidates (``recsys.serving.known_candidates``)."""
     dataset, settings = parts.dataset, parts.settings
     settings = settings.with_history_cap(dataset)
     max_history = settings.max_history
@@ -165,6 +171,21 @@ def write_bundle(
     lap("items_and_histories")
     user_vectors = encode_histories(parts.user_tower.eval(), users.pop("history_idx").tolist(), parts.catalog)
     lap("user_vectors")
+    seen = SeenItems(*all_seen(dataset, users["user_idx"].to_numpy()))
+    candidates = None
+    if known_candidates:
+        is_cold = np.zeros(len(parts.catalog), dtype=np.float32)
+        is_cold[items["item_idx"].to_numpy()] = ~items["is_warm"].to_numpy()
+        candidates = KnownCandidates.compute(
+            index,
+            parts.catalog.float(),
+            torch.from_numpy(is_cold),
+            retrieval["cold_score_offset"],
+            user_vectors,
+            seen,
+            settings.num_candidates,
+        )
+        lap("known_candidates")
     info: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "kind": "recsys-bundle",
@@ -181,6 +202,7 @@ def write_bundle(
         "ranker": parts.ranker_config if parts.ranker is not None else None,
         "retrieval": retrieval,
         "exclude_seen": dataset.exclude_seen,  # false: a user's earlier items may be recommended again
+        "known_candidates": {"k": candidates.k} if candidates is not None else None,
         **(extra or {}),
     }
     with atomic_directory(path) as staging:
@@ -190,9 +212,11 @@ def write_bundle(
         np.save(staging / "text_embeddings.npy", parts.item_tower.text.numpy())
         index.save(staging / "index.faiss")
         np.save(staging / "user_embeddings.npy", user_vectors)
-        seen_indptr, seen_items = all_seen(dataset, users["user_idx"].to_numpy())
-        np.save(staging / "seen_indptr.npy", seen_indptr)
-        np.save(staging / "seen_items.npy", seen_items)
+        np.save(staging / "seen_indptr.npy", seen.indptr)
+        np.save(staging / "seen_items.npy", seen.indices)
+        if candidates is not None:
+            for name, array in zip(CANDIDATE_FILES, (candidates.items, candidates.scores), strict=True):
+                np.save(staging / name, array)
         transitions = ItemTransitions.from_interactions(dataset).matrix
         for part in ("indptr", "indices", "data"):
             np.save(staging / f"transitions_{part}.npy", getattr(transitions, part))

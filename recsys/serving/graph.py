@@ -19,8 +19,9 @@ from recsys.data.dataset import FIRST_ITEM_IDX
 from recsys.features.category_features import CROSSES, POPULARITY_CROSSES, ItemCategories
 from recsys.features.ranker_features import ItemFeatureTables, candidate_features
 from recsys.features.rows import gather_rows
-from recsys.index.score_offsets import index_queries, index_vectors
+from recsys.index.score_offsets import index_vectors
 from recsys.serving.bundle import Bundle
+from recsys.serving.known_candidates import merge_added, retrieve
 
 
 class UnknownUserError(KeyError):
@@ -100,6 +101,7 @@ class InferenceGraph:
                 [np.zeros((2, bundle.item_embeddings.shape[1]), np.float32), bundle.item_embeddings]
             )
         )
+        self.exported_rows = n  # item_idx rows from the export; items added over HTTP come after
         self.removed = np.zeros(n, dtype=bool)  # by item_idx: deleted over HTTP, never returned
         self.applied_seq = 0  # the last catalog change replayed (recsys.serving.catalog_changes)
         self._text_encoder = None
@@ -215,24 +217,13 @@ class InferenceGraph:
         lengths = torch.tensor([len(hist)])
         if user is None:
             user = self.bundle.user_tower(gather_rows(self.embeddings, history), lengths)
-        k = max(self.num_candidates, top_k)
-        query = index_queries(user.numpy(), self.cold_score_offset)
-        _, cand = self.bundle.index.search(query, k, exclude=[seen])
-        n_valid = int((cand[0] >= 0).sum())
-        cand_t = torch.from_numpy(cand[0, :n_valid])
-        items = self.embeddings.index_select(0, cand_t)
-        # exact inner products, best first: the index may store quantized vectors (index.storage),
-        # and the ranker learned its score and rank features from exact top-K lists
-        exact = items @ user[0]
-        is_cold = self.tables.is_cold.index_select(0, cand_t)  # the offset's and the ranker's
-        if self.cold_score_offset:
-            exact = exact + self.cold_score_offset * is_cold
-        by_score = torch.from_numpy(np.argsort(-exact.numpy(), kind="stable"))
-        cand_t, items, exact = cand_t[by_score], items.index_select(0, by_score), exact[by_score]
-        is_cold = is_cold[by_score]
+        cand_t, exact = self._candidates(user, seen, max(self.num_candidates, top_k), user_row)
         ranker = self.bundle.ranker
         if ranker is None:
             return cand_t[:top_k].numpy(), exact[:top_k].numpy()
+        is_cold = self.tables.is_cold.index_select(0, cand_t)
+        # the item vectors only where the ranker reads them
+        items = self.embeddings.index_select(0, cand_t) if ranker.use_embeddings else None
         recent = torch.from_numpy(self.recent[cand_t.numpy()])[None]
         age = torch.from_numpy(self.age_days[cand_t.numpy()])[None]
         feats = candidate_features(
@@ -256,6 +247,31 @@ class InferenceGraph:
         )
         order = np.argsort(-final[0].numpy(), kind="stable")[:top_k]
         return cand_t.numpy()[order], logits.numpy()[order]
+
+    def _candidates(
+        self, user: torch.Tensor, seen: np.ndarray, k: int, user_row: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The retrieval stage: a known user's candidates as computed at export (while none of them
+        was deleted since, merged with the items added since), else a search."""
+        known = self.bundle.candidates
+        if user_row >= 0 and known is not None and k <= known.k:
+            cand, exact = known.row(user_row)
+            if not self.removed[cand.numpy()].any():
+                added = self._added_items()
+                if not len(added):
+                    return cand, exact
+                scores = self.embeddings.index_select(0, added) @ user[0]
+                if self.cold_score_offset:  # added items are text-only
+                    scores = scores + self.cold_score_offset * self.tables.is_cold.index_select(0, added)
+                return merge_added(cand, exact, added, scores, k)
+        return retrieve(
+            self.bundle.index, self.embeddings, self.tables.is_cold, self.cold_score_offset, user, seen, k
+        )
+
+    def _added_items(self) -> torch.Tensor:
+        """item_idx of the live items added over HTTP since the export."""
+        added = np.arange(self.exported_rows, len(self.embeddings))
+        return torch.from_numpy(added[~self.removed[added]])
 
     # ------------------------------------------------------------------ catalog changes
     def embed_items(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
