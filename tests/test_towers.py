@@ -154,3 +154,33 @@ def test_sasrec_reads_a_long_history_as_its_most_recent_items():
     assert torch.allclose(out[1], encoder(seq[1:, :3], torch.tensor([3]))[0], atol=1e-6)
     with pytest.raises(ValueError, match="exceeds SASRec max_len=4"):
         encoder.forward_all(seq, lengths)  # training windows must fit the positions
+
+
+@pytest.mark.parametrize("layout", ["pre_norm", "post_norm"])
+@pytest.mark.parametrize("length", [1, 3, 8, 13])
+def test_one_history_path_equals_the_batched_tower(layout, length):
+    """The serving graph encodes a posted history with ``UserTower.encode_one``: for SASRec its own
+    layer evaluation, which must give the batched tower's vector (histories beyond max_len = 10
+    read as their most recent items), and the batched path itself while training."""
+    torch.manual_seed(1)
+    encoder = SASRecEncoder(8, max_len=10, **(SASREC | {"layout": layout, "num_heads": 2}))
+    tower = UserTower(encoder, dim=6, history_dropout=0.0, normalize=False).eval()
+    for p in tower.parameters():  # away from the post_norm init, so every term matters
+        torch.nn.init.normal_(p, std=0.3)
+    items = torch.randn(length, 8)
+    with torch.inference_mode():
+        expected = tower(items[None], torch.tensor([length]))
+        torch.testing.assert_close(tower.encode_one(items), expected, rtol=1e-5, atol=1e-5)
+    tower.train()
+    torch.manual_seed(2)
+    trained = tower.encode_one(items)
+    torch.manual_seed(2)
+    torch.testing.assert_close(trained, tower(items[None], torch.tensor([length])))
+
+
+def test_rnn_towers_encode_one_history_through_their_batched_path():
+    torch.manual_seed(0)
+    tower = UserTower(gru(8, **RNN), dim=6, history_dropout=0.0, normalize=True).eval()
+    items = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(tower.encode_one(items), tower(items[None], torch.tensor([5])))

@@ -18,7 +18,6 @@ import torch
 from recsys.data.dataset import FIRST_ITEM_IDX
 from recsys.features.category_features import CROSSES, POPULARITY_CROSSES, ItemCategories
 from recsys.features.ranker_features import ItemFeatureTables, candidate_features
-from recsys.features.rows import gather_rows
 from recsys.index.score_offsets import index_vectors
 from recsys.serving.bundle import Bundle
 from recsys.serving.known_candidates import merge_added, retrieve
@@ -216,7 +215,7 @@ class InferenceGraph:
         history = torch.from_numpy(hist.astype(np.int64))[None]
         lengths = torch.tensor([len(hist)])
         if user is None:
-            user = self.bundle.user_tower(gather_rows(self.embeddings, history), lengths)
+            user = self.bundle.user_tower.encode_one(self.embeddings.index_select(0, history[0]))
         cand_t, exact = self._candidates(user, seen, max(self.num_candidates, top_k), user_row)
         ranker = self.bundle.ranker
         if ranker is None:
