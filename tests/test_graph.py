@@ -109,17 +109,17 @@ def test_history_cap_uses_most_recent_items(graph, monkeypatch):
     long = [i for h in users["history"].head(10) for i in h]
     assert len(long) > graph.max_history
     seen_by_tower = []
-    tower = graph.bundle.user_tower
+    encode_one = graph.bundle.user_tower.encode_one
 
-    def recording(vectors, lengths):
+    def recording(vectors):
         seen_by_tower.append(vectors.clone())
-        return tower(vectors, lengths)
+        return encode_one(vectors)
 
-    monkeypatch.setattr(graph.bundle, "user_tower", recording)
+    monkeypatch.setattr(graph.bundle.user_tower, "encode_one", recording)
     out = graph.recommend(history=long, top_k=10)
     expected = graph.embeddings[torch.as_tensor(graph.to_item_idx(long[-graph.max_history :])[0])]
-    assert seen_by_tower[0].shape[1] == graph.max_history
-    assert torch.equal(seen_by_tower[0][0], expected)
+    assert seen_by_tower[0].shape[0] == graph.max_history
+    assert torch.equal(seen_by_tower[0], expected)
     # every given item is excluded, not only the most recent ones
     assert not set(long) & {x["item_id"] for x in out["items"]}
 
