@@ -15,7 +15,8 @@ from recsys.candidates.build import build_candidates
 from recsys.candidates.settings import CandidateSettings
 from recsys.data.seen_items import SeenItems
 from recsys.evaluation.ranking import reranked, two_stage_ranks
-from recsys.features.ranker_features import FEATURES, InteractionTimeline, ItemFeatureTables, ItemTransitions
+from recsys.features.ranker_features import FEATURES, InteractionTimeline, ItemFeatureTables
+from recsys.features.transitions import ItemTransitions
 from recsys.models.ranker_module import RankerModule, ranker_loss
 from recsys.models.two_tower_module import TwoTowerModule
 from recsys.serving.bundle import Bundle

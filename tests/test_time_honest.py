@@ -16,7 +16,8 @@ import pytest
 from recsys.data.dataset import PreparedDataset
 from recsys.data.seen_items import SeenItems
 from recsys.data.splitting import HISTORY_ONLY, TEST, VAL
-from recsys.features.ranker_features import InteractionTimeline, TimedTransitions
+from recsys.features.ranker_features import InteractionTimeline
+from recsys.features.transitions import TimedTransitions
 from recsys.serving.bundle_writer import all_seen, user_histories
 from tests.conftest import compose_config
 

@@ -19,13 +19,8 @@ from recsys.data.datamodules import RaggedRows
 from recsys.data.dataset import PreparedDataset
 from recsys.evaluation.retrieval_evaluator import SplitRanker
 from recsys.features.attribute_features import Attributes
-from recsys.features.ranker_features import (
-    InteractionTimeline,
-    ItemFeatureTables,
-    ItemTransitions,
-    TimedTransitions,
-    candidate_features,
-)
+from recsys.features.ranker_features import InteractionTimeline, ItemFeatureTables, candidate_features
+from recsys.features.transitions import ItemTransitions, TimedTransitions
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,8 @@ from recsys.candidates.settings import CandidateSettings
 from recsys.data.datamodules import BatchedSplits
 from recsys.data.dataset import PreparedDataset
 from recsys.features.attribute_features import AttributeLayout, Attributes
-from recsys.features.ranker_features import (
-    InteractionTimeline,
-    ItemFeatureTables,
-    ItemTransitions,
-    TimedTransitions,
-)
+from recsys.features.ranker_features import InteractionTimeline, ItemFeatureTables
+from recsys.features.transitions import ItemTransitions, TimedTransitions
 from recsys.models.two_tower_module import TwoTowerModule
 
 

@@ -46,7 +46,8 @@ from recsys.data.seen_items import SeenItems
 from recsys.data.text_embeddings import TextEncoder
 from recsys.data.text_encoders import encoder_from_key
 from recsys.features.attribute_features import AttributeLayout, Attributes, AttributeTable
-from recsys.features.ranker_features import ItemTransitions, feature_columns
+from recsys.features.ranker_features import feature_columns
+from recsys.features.transitions import ItemTransitions
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.item_tower import ItemTower
 from recsys.models.ranker_net import RankerNet

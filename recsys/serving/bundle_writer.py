@@ -24,7 +24,8 @@ from recsys.data.seen_items import SeenItems
 from recsys.data.splitting import user_bounds
 from recsys.data.text_encoders import encoder_from_key
 from recsys.features.attribute_features import AttributeLayout, Attributes
-from recsys.features.ranker_features import InteractionTimeline, ItemTransitions
+from recsys.features.ranker_features import InteractionTimeline
+from recsys.features.transitions import ItemTransitions
 from recsys.index.faiss_index import ItemIndex
 from recsys.index.score_offsets import index_vectors
 from recsys.index.sized_index import SizedIndex
