@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from recsys.candidates.settings import CandidateSettings
-from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset
+from recsys.data.dataset import FIRST_ITEM_IDX, PreparedDataset, item_arrays
 from recsys.data.seen_items import SeenItems
 from recsys.data.splitting import user_bounds
 from recsys.data.text_encoders import encoder_from_key
@@ -175,12 +175,11 @@ def write_bundle(
     seen = SeenItems(*all_seen(dataset, users["user_idx"].to_numpy()))
     candidates = None
     if known_candidates:
-        is_cold = np.zeros(len(parts.catalog), dtype=np.float32)
-        is_cold[items["item_idx"].to_numpy()] = ~items["is_warm"].to_numpy()
+        is_cold = ~item_arrays(dataset)["is_warm"]  # per item_idx, as the graph's feature tables
         candidates = KnownCandidates.compute(
             index,
             parts.catalog.float(),
-            torch.from_numpy(is_cold),
+            torch.from_numpy(is_cold.astype(np.float32)),
             retrieval["cold_score_offset"],
             user_vectors,
             seen,

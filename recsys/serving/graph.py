@@ -20,7 +20,7 @@ from recsys.features.category_features import CROSSES, POPULARITY_CROSSES, ItemC
 from recsys.features.ranker_features import ItemFeatureTables, candidate_features
 from recsys.index.score_offsets import index_vectors
 from recsys.serving.bundle import Bundle
-from recsys.serving.known_candidates import merge_added, retrieve
+from recsys.serving.known_candidates import exact_scores, merge_added, retrieve
 
 
 class UnknownUserError(KeyError):
@@ -259,9 +259,8 @@ class InferenceGraph:
                 added = self._added_items()
                 if not len(added):
                     return cand, exact
-                scores = self.embeddings.index_select(0, added) @ user[0]
-                if self.cold_score_offset:  # added items are text-only
-                    scores = scores + self.cold_score_offset * self.tables.is_cold.index_select(0, added)
+                tables = self.tables
+                scores = exact_scores(self.embeddings, tables.is_cold, self.cold_score_offset, user, added)
                 return merge_added(cand, exact, added, scores, k)
         return retrieve(
             self.bundle.index, self.embeddings, self.tables.is_cold, self.cold_score_offset, user, seen, k

@@ -42,11 +42,18 @@ def retrieve(
     """
     _, cand = index.search(index_queries(user.numpy(), offset), k, exclude=[seen])
     cand_t = torch.from_numpy(cand[0, : int((cand[0] >= 0).sum())])
-    exact = embeddings.index_select(0, cand_t) @ user[0]
-    if offset:
-        exact = exact + offset * is_cold.index_select(0, cand_t)
+    exact = exact_scores(embeddings, is_cold, offset, user, cand_t)
     by_score = torch.from_numpy(np.argsort(-exact.numpy(), kind="stable"))
     return cand_t[by_score], exact[by_score]
+
+
+def exact_scores(
+    embeddings: torch.Tensor, is_cold: torch.Tensor, offset: float, user: torch.Tensor, items: torch.Tensor
+) -> torch.Tensor:
+    """[n]: the retrieval score of item_idx ``items`` [n] for one user vector [1, d], exactly (not
+    the index's quantized one), text-only items' ``offset`` included."""
+    exact = embeddings.index_select(0, items) @ user[0]
+    return exact + offset * is_cold.index_select(0, items) if offset else exact
 
 
 def merge_added(
