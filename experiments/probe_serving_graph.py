@@ -1,11 +1,13 @@
 """Where a known-user request's time goes inside the serving graph (no HTTP), per stage.
 
 Each variant runs in its own process (GLIBC_TUNABLES is read at process start): ``plain``,
-``hugepages`` with the malloc tunable `python -m recsys.serve` sets for its workers, and ``search``:
-plain, but known users' candidates searched in the index as for an anonymous history (a bundle
-exported with ``known_candidates=false``). 1 thread.
+``hugepages`` with the malloc tunable `python -m recsys.serve` sets for its workers, ``unranked``:
+plain, but the ranker run per request on the exported candidates (a bundle written before
+``user_candidate_logits.npy``), and ``search``: known users' candidates searched in the index and
+ranked as for an anonymous history (a bundle exported with ``known_candidates=false``). 1 thread.
+A stage a variant skips reads 0.
 
-    python experiments/probe_serving_graph.py --bundle DIR [--users 1500] [--variants plain,hugepages,search]
+    python experiments/probe_serving_graph.py --bundle DIR [--users 1500] [--variants plain,unranked,search]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments._measure import report, run_child
 
 REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("plain", "hugepages", "unranked", "search")
 STAGES = {
     "retrieval": "retrieval (cached or searched)",
     "features": "ranker features",
@@ -31,7 +34,7 @@ STAGES = {
 }
 
 
-def child(bundle: str, users: int, warmup: int, search: bool) -> None:
+def child(bundle: str, users: int, warmup: int, variant: str) -> None:
     """Time ``recommend`` and its stages for random known users; print one JSON line."""
     import torch
 
@@ -40,8 +43,10 @@ def child(bundle: str, users: int, warmup: int, search: bool) -> None:
 
     torch.set_num_threads(1)
     graph = InferenceGraph.from_bundle(bundle, threads=1)
-    if search:
+    if variant == "search":
         graph.bundle.candidates = None
+    elif variant == "unranked" and graph.bundle.candidates is not None:
+        graph.bundle.candidates.logits = None
     times: dict[str, list[float]] = {name: [] for name in ("total", *STAGES)}
 
     def timed(owner, name: str, key: str) -> None:
@@ -67,7 +72,7 @@ def child(bundle: str, users: int, warmup: int, search: bool) -> None:
         t0 = time.perf_counter()
         graph.recommend(user_id=user_id, top_k=10)
         times["total"].append(time.perf_counter() - t0)
-    print(json.dumps({k: float(np.median(v) * 1e3) for k, v in times.items()}))
+    print(json.dumps({k: float(np.median(v) * 1e3) if v else 0.0 for k, v in times.items()}))
 
 
 def main() -> None:
@@ -77,33 +82,32 @@ def main() -> None:
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--variants", default="plain,search")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--search", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default="plain,unranked,search")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     if args.child:
-        child(args.bundle, args.users, args.warmup, args.search)
+        child(args.bundle, args.users, args.warmup, args.child)
         return
     from recsys.serving.process_setup import use_hugepage_malloc
 
     rows = {}
     for variant in args.variants.split(","):
-        if variant not in ("plain", "hugepages", "search"):
-            raise SystemExit(f"unknown variant {variant!r}: plain, hugepages or search")
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
         env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | {"OMP_NUM_THREADS": "1"}
         if variant == "hugepages":
             use_hugepage_malloc(env)
         argv = [
             __file__,
             "--child",
+            variant,
             "--bundle",
             args.bundle,
             "--users",
             str(args.users),
             "--warmup",
             str(args.warmup),
-            *(["--search"] if variant == "search" else []),
         ]
         rows[variant] = run_child(argv, REPO, env)
     lines = [

@@ -267,11 +267,15 @@ def test_item_age_served_as_of_the_end_of_the_data(graph, trained):
     assert (expected > 0).any() and (expected < 0).any()  # aged items and never-interacted ones
 
 
-def test_known_users_candidates_from_the_export_are_the_search_a_request_runs(tiny_bundle, trained, tmp_path):
-    """The bundle's known-user candidates are what the index search gives: a bundle exported with
-    and one without them give every known user the same answer (the tiny bundle's index is flat:
-    exact), also after an item is added (scored and merged in) and after a cached candidate is
-    deleted (searched again)."""
+def test_known_users_candidates_from_the_export_are_the_search_a_request_runs(
+    tiny_bundle, trained, tmp_path, monkeypatch
+):
+    """The bundle's known-user candidates are what the index search gives, and their stored ranker
+    logits what the ranker computes of them: a bundle exported with and one without them give
+    every known user the same answer, scores included (the tiny bundle's index is flat: exact),
+    also after an item is added (scored, merged in, the list ranked live) and after a cached
+    candidate is deleted (searched and ranked again). While the catalog is as exported, a known
+    user's request computes no ranker feature."""
     cached = InferenceGraph.from_bundle(tiny_bundle, max_top_k=100)
     without = export_bundle(trained, tmp_path / "bundle", overrides=("known_candidates=false",))
     searched = InferenceGraph.from_bundle(without, max_top_k=100)
@@ -283,12 +287,18 @@ def test_known_users_candidates_from_the_export_are_the_search_a_request_runs(ti
     assert known.items.shape == (len(cached.bundle.users), known.k)
     assert searched.bundle.candidates is None and searched.bundle.manifest["known_candidates"] is None
     assert not list(without.glob("user_candidate*"))
+    assert known.logits is not None and known.logits.shape == known.items.shape
+    padding = known.items == 0
+    assert np.isnan(known.logits[padding]).all() and not np.isnan(known.logits[~padding]).any()
     users = list(cached.bundle.users["user_id"].astype(str))
 
-    def answers(graph: InferenceGraph) -> list[dict]:
-        return [graph.recommend(user_id=u, top_k=100) for u in users]
+    def answers(graph: InferenceGraph, top_k: int = known.k) -> list[dict]:  # the cache serves K at most
+        return [graph.recommend(user_id=u, top_k=top_k) for u in users]
 
-    assert answers(cached) == answers(searched)
+    with monkeypatch.context() as m:  # the exported logits stand in for the ranker's work
+        m.setattr(cached, "_ranker_logits", lambda *a: pytest.fail("ranked a list the export ranked"))
+        assert answers(cached) == answers(searched)
+    assert known.k < 100 and answers(cached, 100) == answers(searched, 100)  # more than K: searched
     # a new item placed at user 0's own vector: first among its candidates
     vector = cached.bundle.user_embeddings[0][None]
     for graph in (cached, searched):

@@ -23,6 +23,9 @@ Files (every one hashed in ``manifest.json``, verified on load):
   int32 item_idx / float32 exact score [n_users, K], each known user's retrieval candidates (users.parquet
   row order, best first, padded with item_idx 0 and -inf), computed at export by the search a request
   runs (``recsys.serving.known_candidates``); without them every request searches the index
+- ``user_candidate_logits.npy`` (with the candidates and a ranker): float32 [n_users, K], the
+  ranker's logit of each of those candidates (NaN for a user without history), computed by the
+  serving graph's ranking of the written bundle; without it a known user's list is ranked per request
 - ``static_text/<key>/`` (when the item tower reads text embedded by the static encoder): the
   token table, so new items' text is embedded on any machine without distilling it again
 - ``catalog_changes.json`` (not in the manifest): items added and deleted over HTTP
@@ -57,6 +60,7 @@ from recsys.utils.artifacts import ManifestError, read_manifest
 
 STATIC_TEXT_DIR = "static_text"
 CANDIDATE_FILES = ("user_candidates.npy", "user_candidate_scores.npy")
+CANDIDATE_LOGITS_FILE = "user_candidate_logits.npy"
 ATTRIBUTE_FILES = {"item": "item_attributes.parquet", "user": "user_attributes.parquet"}
 # 2: encoders named from a registry, candidate settings in one block (format 1: class paths)
 BUNDLE_FORMAT = 2
@@ -224,7 +228,17 @@ def _known_candidates(
         )
     if items.size and (items.min() < 0 or items.max() >= n_rows):
         raise ManifestError(f"{path}: {CANDIDATE_FILES[0]} holds item_idx outside 0..{n_rows - 1}")
-    return KnownCandidates(items, scores)
+    logits = None
+    if CANDIDATE_LOGITS_FILE in manifest["files"]:
+        if not manifest.get("ranker"):
+            raise ManifestError(f"{path}: {CANDIDATE_LOGITS_FILE} without a ranker")
+        logits = np.load(path / CANDIDATE_LOGITS_FILE)
+        if logits.shape != items.shape:
+            raise ManifestError(
+                f"{path}: {CANDIDATE_LOGITS_FILE} {logits.shape}: expected {items.shape}, "
+                f"as {CANDIDATE_FILES[0]}"
+            )
+    return KnownCandidates(items, scores, logits)
 
 
 def _attributes(

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from rich.progress import track
 from safetensors.torch import save_file
 
 from recsys.candidates.settings import CandidateSettings
@@ -32,7 +33,14 @@ from recsys.index.sized_index import SizedIndex
 from recsys.models.item_tower import ItemTower
 from recsys.models.ranker_net import RankerNet
 from recsys.models.user_tower import UserTower
-from recsys.serving.bundle import ATTRIBUTE_FILES, BUNDLE_FORMAT, CANDIDATE_FILES, STATIC_TEXT_DIR
+from recsys.serving.bundle import (
+    ATTRIBUTE_FILES,
+    BUNDLE_FORMAT,
+    CANDIDATE_FILES,
+    CANDIDATE_LOGITS_FILE,
+    STATIC_TEXT_DIR,
+)
+from recsys.serving.graph import InferenceGraph
 from recsys.serving.known_candidates import KnownCandidates
 from recsys.utils.artifacts import atomic_directory, write_manifest
 
@@ -118,7 +126,8 @@ def write_bundle(
 ) -> dict[str, Any]:
     """Build the index over ``parts.catalog`` (a ``SizedIndex`` picks its kind by the catalog's
     size) and write every bundle file atomically; ``known_candidates``: with every known user's
-    retrieval candidates (``recsys.serving.known_candidates``)."""
+    retrieval candidates (``recsys.serving.known_candidates``) and, with a ranker, its logits of
+    them (``rank_known_users``)."""
     dataset, settings = parts.dataset, parts.settings
     settings = settings.with_history_cap(dataset)
     max_history = settings.max_history
@@ -228,7 +237,30 @@ def write_bundle(
         copy_static_text_table(info["text_encoder"], parts.item_tower_config, staging / STATIC_TEXT_DIR)
         lap("write_files")
         info["timings"] = timings
-        return write_manifest(staging, info)
+        manifest = write_manifest(staging, info)
+        if candidates is None or parts.ranker is None:
+            return manifest
+        np.save(staging / CANDIDATE_LOGITS_FILE, rank_known_users(staging))
+        lap("known_user_logits")
+        return write_manifest(staging, info)  # hashes the logits with the rest
+
+
+def rank_known_users(bundle_dir: Path) -> np.ndarray:
+    """float32 [n_users, K]: the ranker's logits of every known user's exported candidates, computed
+    by the serving graph on the written bundle (the code a request runs, one user at a time as a
+    request does, with a worker's one thread, so the stored logits are the ones a request would
+    compute); NaN rows for users without history or candidates."""
+    threads = torch.get_num_threads()
+    graph = InferenceGraph.from_bundle(bundle_dir, threads=1)
+    try:
+        known = graph.bundle.candidates
+        logits = np.full(known.items.shape, np.nan, dtype=np.float32)
+        for row in track(range(len(logits)), description="known users' ranking", transient=True):
+            values = graph.known_user_logits(row)
+            logits[row, : len(values)] = values
+    finally:
+        torch.set_num_threads(threads)
+    return logits
 
 
 def write_attribute_tables(

@@ -213,14 +213,31 @@ class InferenceGraph:
         user_row: int = -1,
     ) -> tuple[np.ndarray, np.ndarray]:
         history = torch.from_numpy(hist.astype(np.int64))[None]
-        lengths = torch.tensor([len(hist)])
         if user is None:
             user = self.bundle.user_tower.encode_one(self.embeddings.index_select(0, history[0]))
-        cand_t, exact = self._candidates(user, seen, max(self.num_candidates, top_k), user_row)
+        cand_t, exact, logits = self._candidates(user, seen, max(self.num_candidates, top_k), user_row)
         ranker = self.bundle.ranker
         if ranker is None:
             return cand_t[:top_k].numpy(), exact[:top_k].numpy()
+        if logits is None:
+            logits = self._ranker_logits(history, user, cand_t, exact, user_row)
         is_cold = self.tables.is_cold.index_select(0, cand_t)
+        final = ranker.final_scores(
+            logits[None], is_cold[None], torch.ones_like(is_cold, dtype=torch.bool)[None]
+        )
+        order = np.argsort(-final[0].numpy(), kind="stable")[:top_k]
+        return cand_t.numpy()[order], logits.numpy()[order]
+
+    def _ranker_logits(
+        self,
+        history: torch.Tensor,
+        user: torch.Tensor,
+        cand_t: torch.Tensor,
+        exact: torch.Tensor,
+        user_row: int,
+    ) -> torch.Tensor:
+        """[K]: the ranker's logit of each candidate (``history`` [1, L], ``user`` [1, d])."""
+        ranker = self.bundle.ranker
         # the item vectors only where the ranker reads them
         items = self.embeddings.index_select(0, cand_t) if ranker.use_embeddings else None
         recent = torch.from_numpy(self.recent[cand_t.numpy()])[None]
@@ -232,7 +249,7 @@ class InferenceGraph:
             recent,
             self.bundle.transitions,
             history,
-            lengths,
+            torch.tensor([history.shape[1]]),
             self.last_n,
             age_days=age,
         )
@@ -240,31 +257,43 @@ class InferenceGraph:
             feats = torch.cat(
                 [feats, self.bundle.attributes.values(cand_t[None], torch.tensor([user_row]))], dim=-1
             )
-        logits = ranker.score_user(user[0], items, feats[0])
-        final = ranker.final_scores(
-            logits[None], is_cold[None], torch.ones_like(is_cold, dtype=torch.bool)[None]
-        )
-        order = np.argsort(-final[0].numpy(), kind="stable")[:top_k]
-        return cand_t.numpy()[order], logits.numpy()[order]
+        return ranker.score_user(user[0], items, feats[0])
+
+    @torch.inference_mode()
+    def known_user_logits(self, row: int) -> np.ndarray:
+        """The ranker's logits of users.parquet row ``row``'s exported candidates, as that user's
+        request computes them (what the export stores so that the request need not)."""
+        known = self.bundle.candidates
+        if known is None or self.bundle.ranker is None:
+            raise ValueError("known users' logits need the bundle's candidates and a ranker")
+        cand, exact = known.row(row)
+        hist = self._history_idx[self._history_ptr[row] : self._history_ptr[row + 1]][-self.max_history :]
+        if len(cand) == 0 or len(hist) == 0:
+            return np.zeros(0, dtype=np.float32)
+        history = torch.from_numpy(hist.astype(np.int64))[None]
+        user = torch.from_numpy(self.bundle.user_embeddings[row])[None]
+        return self._ranker_logits(history, user, cand, exact, row).numpy()
 
     def _candidates(
         self, user: torch.Tensor, seen: np.ndarray, k: int, user_row: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The retrieval stage: a known user's candidates as computed at export (while none of them
-        was deleted since, merged with the items added since), else a search."""
+        was deleted since, merged with the items added since), else a search; with the ranker's
+        logits from the export while the list stands as exported (else None: rank it)."""
         known = self.bundle.candidates
         if user_row >= 0 and known is not None and k <= known.k:
             cand, exact = known.row(user_row)
             if not self.removed[cand.numpy()].any():
                 added = self._added_items()
                 if not len(added):
-                    return cand, exact
+                    return cand, exact, known.ranked(user_row, len(cand))
                 tables = self.tables
                 scores = exact_scores(self.embeddings, tables.is_cold, self.cold_score_offset, user, added)
-                return merge_added(cand, exact, added, scores, k)
-        return retrieve(
+                return *merge_added(cand, exact, added, scores, k), None
+        searched = retrieve(
             self.bundle.index, self.embeddings, self.tables.is_cold, self.cold_score_offset, user, seen, k
         )
+        return *searched, None
 
     def _added_items(self) -> torch.Tensor:
         """item_idx of the live items added over HTTP since the export."""

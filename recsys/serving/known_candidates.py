@@ -4,9 +4,13 @@ A known user's vector and seen items are fixed when the bundle is written, and s
 search they feed: the bundle stores every known user's K candidates with their exact scores
 (``user_candidates.npy`` / ``user_candidate_scores.npy``, computed by ``retrieve``, the function
 the serving graph runs for anonymous histories), so a known user's request skips the search and
-the exact re-scoring. Catalog changes made over HTTP stay exact (``merge_added``): a cached list
-that holds a deleted item is searched again; items added since the export are scored exactly and
-merged in. Whether a flat index's search and the cache agree for every user is a test.
+the exact re-scoring. With a ranker, the bundle also stores its logit for each of those candidates
+(``user_candidate_logits.npy``, computed by the serving graph's own ranking of the exported bundle),
+so a known user's request skips the ranker's features and network too while their list stands as
+exported. Catalog changes made over HTTP stay exact (``merge_added``): a cached list that holds a
+deleted item is searched and ranked again; items added since the export are scored exactly and
+merged in, and the merged list ranked live. Whether a flat index's search and the cache agree for
+every user is a test.
 """
 
 from __future__ import annotations
@@ -52,7 +56,10 @@ def exact_scores(
 ) -> torch.Tensor:
     """[n]: the retrieval score of item_idx ``items`` [n] for one user vector [1, d], exactly (not
     the index's quantized one), text-only items' ``offset`` included."""
-    exact = embeddings.index_select(0, items) @ user[0]
+    # a product and a sum per row, not a matrix-vector product: BLAS's gemv rounds a row's dot
+    # product differently with the number of rows, and a cached list merged with added items
+    # must score each item to the bit as a search over the same items does
+    exact = (embeddings.index_select(0, items) * user[0]).sum(dim=-1)
     return exact + offset * is_cold.index_select(0, items) if offset else exact
 
 
@@ -72,6 +79,7 @@ class KnownCandidates:
 
     items: np.ndarray  # int32 [n_users, k]
     scores: np.ndarray  # float32 [n_users, k], -inf at padding
+    logits: np.ndarray | None = None  # float32 [n_users, k]: the ranker's, NaN where not ranked
 
     @property
     def k(self) -> int:
@@ -81,6 +89,13 @@ class KnownCandidates:
         items = self.items[r]
         n = int(np.count_nonzero(items != PAD))
         return torch.from_numpy(items[:n].astype(np.int64)), torch.from_numpy(self.scores[r, :n])
+
+    def ranked(self, r: int, n: int) -> torch.Tensor | None:
+        """The ranker's logits of row r's ``n`` candidates as exported, None where there are none
+        (no ranker, or a user the export did not rank)."""
+        if self.logits is None or n == 0 or np.isnan(self.logits[r, 0]):
+            return None
+        return torch.from_numpy(self.logits[r, :n])
 
     @classmethod
     def compute(
