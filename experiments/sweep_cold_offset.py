@@ -11,6 +11,10 @@ b is a product choice, how much of a list new items may take, and this table is 
 
 Each checkpoint is evaluated with the seed it was trained with (`--seeds`, in the same order):
 synthetic data is generated per seed, so the evaluation prepares that seed's dataset again.
+
+`--split val` runs validation instead, on the data of the run's own `config.yaml` (next to its
+`checkpoints/`): where validation holds cold targets (`cold_items=holdout`), that is where b is
+chosen; test is not read.
 """
 
 from __future__ import annotations
@@ -52,6 +56,44 @@ def evaluate(ckpt: Path, offset: float, overrides: list[str]) -> tuple[dict, str
         return json.loads((Path(out) / "metrics.json").read_text()), command
 
 
+VAL_KEYS = {
+    "val ndcg@10": ("all", "ndcg@10"),
+    "val recall@50": ("all", "recall@50"),
+    "val warm ndcg@10": ("warm", "ndcg@10"),
+    "val cold ndcg@10": ("cold", "ndcg@10"),
+    "val cold recall@50": ("cold", "recall@50"),
+}
+
+
+def validate(ckpt: Path, offsets: list[float]) -> list[dict]:
+    """Validation metrics by segment of ``ckpt`` at each offset (the run's data, one process)."""
+    import hydra
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    from recsys.models.two_tower_module import TwoTowerModule
+
+    cfg = OmegaConf.load(ckpt.parent.parent / "config.yaml")
+    L.seed_everything(int(cfg.seed), workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    out = []
+    for offset in offsets:
+        model = TwoTowerModule.load_from_checkpoint(
+            ckpt, dataset_dir=str(datamodule.processed_dir), weights_only=True, cold_score_offset=offset
+        )
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+        segments = model.evaluator.val_segments
+        out.append(
+            {k: segments[s][m] for k, (s, m) in VAL_KEYS.items()}
+            | {"n_users": segments["all"]["n_users"], "n_cold": segments["cold"]["n_users"]}
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -59,7 +101,8 @@ def main() -> None:
     parser.add_argument(
         "--checkpoints", nargs="+", required=True, help="two-tower checkpoints (one per seed)"
     )
-    parser.add_argument("--seeds", required=True, help="the seed each checkpoint was trained with")
+    parser.add_argument("--seeds", help="the seed each checkpoint was trained with (test)")
+    parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--offsets", default="0,0.05,0.1,0.15,0.2")
     parser.add_argument("--experiment", default="two_tower")
     parser.add_argument("--no-record", action="store_true")
@@ -67,6 +110,10 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [f"experiment={args.experiment}", *args.extra]
     offsets = [float(b) for b in args.offsets.split(",")]
+    if args.split == "val":
+        return validation_table(list(map(Path, args.checkpoints)), offsets, args.no_record)
+    if not args.seeds:
+        parser.error("--seeds is required with --split test")
     seeds = args.seeds.split(",")
     if len(seeds) != len(args.checkpoints):
         parser.error(f"{len(args.checkpoints)} checkpoints but {len(seeds)} seeds")
@@ -97,6 +144,35 @@ def main() -> None:
         lines.append(f"| {offset:g} | " + " | ".join(f"{c.mean():.4f} ± {c.std():.4f}" for c in cells) + " |")
     lines += ["", "Commands:", "", *(f"- `{c}`" for c in commands)]
     report("Cold score offset sweep (issue 15)", "\n".join(lines), record=not args.no_record)
+
+
+def validation_table(checkpoints: list[Path], offsets: list[float], no_record: bool) -> None:
+    rows = []
+    for ckpt in checkpoints:
+        for offset, m in zip(offsets, validate(ckpt, offsets), strict=True):
+            rows.append((ckpt, offset, m))
+            print(json.dumps({"ckpt": str(ckpt), "offset": offset, **m}))
+    m0 = rows[0][2]
+    lines = [
+        f"{len(checkpoints)} checkpoint(s) × offsets {','.join(f'{b:g}' for b in offsets)}, validation only; "
+        f"{m0['n_cold']:.0f} of {m0['n_users']:.0f} val users have a cold target; "
+        f"{os.environ.get('OMP_NUM_THREADS', 'all')} CPU thread(s).",
+        "",
+        "| checkpoint | offset | " + " | ".join(VAL_KEYS) + " |",
+        "|---|---|" + "---|" * len(VAL_KEYS),
+    ]
+    for ckpt, offset, m in rows:
+        cells = " | ".join(f"{m[k]:.4f}" for k in VAL_KEYS)
+        lines.append(f"| {ckpt.parent.parent.name}/{ckpt.name} | {offset:g} | {cells} |")
+    lines += ["", "Mean ± standard error over checkpoints:", "", "| offset | " + " | ".join(VAL_KEYS) + " |"]
+    lines.append("|---|" + "---|" * len(VAL_KEYS))
+    for offset in offsets:
+        ms = [m for _, b, m in rows if b == offset]
+        cells = [np.array([m[k] for m in ms]) for k in VAL_KEYS]
+        se = [c.std(ddof=1) / np.sqrt(len(c)) if len(c) > 1 else 0.0 for c in cells]
+        cells_text = " | ".join(f"{c.mean():.4f} ± {e:.4f}" for c, e in zip(cells, se, strict=True))
+        lines.append(f"| {offset:g} | {cells_text} |")
+    report("Cold score offset on validation (issue 32)", "\n".join(lines), record=not no_record)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class RetrievalEvaluator(nn.Module):
         super().__init__()
         self._dataset, self.chunk_size = dataset, chunk_size
         self._rankers: dict[str, SplitRanker] = {}
+        self.val_segments: dict[str, dict[str, float]] = {}  # the last validation, by segment
         arrays = item_arrays(dataset)
         n_items = dataset.n_items
         self.popularity = PopularityBaseline(arrays["train_count"])
@@ -81,9 +82,11 @@ class RetrievalEvaluator(nn.Module):
         self.val_metrics.update(result.ranks, batch["target"])
 
     def val_results(self) -> dict[str, float]:
-        values = self.val_metrics.compute()["all"]
+        """The validation metrics over every user (what selects checkpoints); the cold and warm
+        segments of the same pass stay readable in ``val_segments``."""
+        self.val_segments = self.val_metrics.compute()
         self.val_metrics.reset()
-        return {f"val/{k}": v for k, v in values.items() if k != "n_users"}
+        return {f"val/{k}": v for k, v in self.val_segments["all"].items() if k != "n_users"}
 
     def test(
         self, scores_of: ScoreFn, batch: dict[str, torch.Tensor], content_of: ScoreFn | None = None
