@@ -86,10 +86,10 @@ def validate(ckpt: Path, offsets: list[float]) -> list[dict]:
             ckpt, dataset_dir=str(datamodule.processed_dir), weights_only=True, cold_score_offset=offset
         )
         trainer.validate(model, datamodule=datamodule, verbose=False)
-        segments = model.evaluator.val_segments
+        segments = model.evaluator.val_segments  # a segment without users is absent
         out.append(
-            {k: segments[s][m] for k, (s, m) in VAL_KEYS.items()}
-            | {"n_users": segments["all"]["n_users"], "n_cold": segments["cold"]["n_users"]}
+            {k: segments.get(s, {}).get(m, float("nan")) for k, (s, m) in VAL_KEYS.items()}
+            | {"n_users": segments["all"]["n_users"], "n_cold": segments.get("cold", {}).get("n_users", 0)}
         )
     return out
 

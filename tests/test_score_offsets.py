@@ -148,3 +148,17 @@ def test_evaluate_at_another_offset_moves_cold_targets_up(trained, tmp_path):
                 ],
             )
         )
+
+
+def test_validation_sweep_reads_each_segment_at_each_offset(trained):
+    """``sweep_cold_offset.py --split val``: one model validated at several offsets on its run's own
+    data; the segments partition the users, and an offset above every cosine leaves no warm item
+    in any top 10."""
+    from experiments.sweep_cold_offset import validate
+
+    base, shifted = validate(trained["retrieval"], [0.0, 5.0])
+    for m in (base, shifted):
+        assert m["n_users"] > 0 and m["n_cold"] >= 0
+    assert base["val ndcg@10"] > 0 and base["val warm ndcg@10"] > 0
+    assert shifted["val warm ndcg@10"] == 0.0 < base["val warm ndcg@10"]
+    assert shifted["val ndcg@10"] < base["val ndcg@10"]
