@@ -20,6 +20,7 @@ SCRIPT_TOPICS = {
     "oracle_synthetic": "ranker",
     "study_cold_items": "cold_items",
     "sweep_cold_offset": "cold_items",
+    "study_cold_policy": "cold_items",
     "bench_serving": "serving",
     "probe_serving_graph": "serving",
     "check_serving_split": "serving",
@@ -110,6 +111,12 @@ def reprepare(overrides: list[str], ckpt: str, cwd: Path) -> None:
         proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"re-preparing for {ckpt} failed:\n{proc.stderr[-3000:]}")
+
+
+def table_lines(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: the header, its rule and one line a row."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def report(title: str, body: str, record: bool = True) -> None:

@@ -239,6 +239,10 @@ def main() -> None:
             "recsys routes, fixed answer (no graph)": lambda c, i: c.get(
                 f"http://127.0.0.1:{routes_port}/recommend/{user_ids[i % len(user_ids)]}"
             ),
+            "recsys POST route, fixed answer (no graph)": lambda c, i: c.post(
+                f"http://127.0.0.1:{routes_port}/recommend",
+                json={"history": list(histories[i % len(histories)]), "top_k": 10},
+            ),
             "GET /recommend/{user_id} (known user)": lambda c, i: c.get(
                 f"{base}/recommend/{user_ids[i % len(user_ids)]}", params={"top_k": 10}
             ),

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._measure import report
+from experiments._measure import report, table_lines
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {
@@ -158,20 +158,28 @@ def validation_table(checkpoints: list[Path], offsets: list[float], no_record: b
         f"{m0['n_cold']:.0f} of {m0['n_users']:.0f} val users have a cold target; "
         f"{os.environ.get('OMP_NUM_THREADS', 'all')} CPU thread(s).",
         "",
-        "| checkpoint | offset | " + " | ".join(VAL_KEYS) + " |",
-        "|---|---|" + "---|" * len(VAL_KEYS),
+        *table_lines(
+            ["checkpoint", "offset", *VAL_KEYS],
+            [
+                [f"{ckpt.parent.parent.name}/{ckpt.name}", f"{offset:g}", *(f"{m[k]:.4f}" for k in VAL_KEYS)]
+                for ckpt, offset, m in rows
+            ],
+        ),
+        "",
+        "Mean ± standard error over checkpoints:",
+        "",
     ]
-    for ckpt, offset, m in rows:
-        cells = " | ".join(f"{m[k]:.4f}" for k in VAL_KEYS)
-        lines.append(f"| {ckpt.parent.parent.name}/{ckpt.name} | {offset:g} | {cells} |")
-    lines += ["", "Mean ± standard error over checkpoints:", "", "| offset | " + " | ".join(VAL_KEYS) + " |"]
-    lines.append("|---|" + "---|" * len(VAL_KEYS))
+    summary = []
     for offset in offsets:
-        ms = [m for _, b, m in rows if b == offset]
-        cells = [np.array([m[k] for m in ms]) for k in VAL_KEYS]
-        se = [c.std(ddof=1) / np.sqrt(len(c)) if len(c) > 1 else 0.0 for c in cells]
-        cells_text = " | ".join(f"{c.mean():.4f} ± {e:.4f}" for c, e in zip(cells, se, strict=True))
-        lines.append(f"| {offset:g} | {cells_text} |")
+        cells = [np.array([m[k] for _, b, m in rows if b == offset]) for k in VAL_KEYS]
+        summary.append(
+            [f"{offset:g}"]
+            + [
+                f"{c.mean():.4f} ± {c.std(ddof=1) / np.sqrt(len(c)) if len(c) > 1 else 0.0:.4f}"
+                for c in cells
+            ]
+        )
+    lines += table_lines(["offset", *VAL_KEYS], summary)
     report("Cold score offset on validation (issue 32)", "\n".join(lines), record=not no_record)
 
 
