@@ -550,3 +550,25 @@ def test_no_feature_reads_the_request_target(retrieval, tmp_path, as_of_request)
                 net(real.user_vectors[row][None], items, real.features[row][None]),
                 net(fake.user_vectors[row][None], items, fake.features[row][None]),
             )
+
+
+def test_cold_policy_study_scores_the_served_models_val_lists(trained):
+    """``study_cold_policy.py``: the run's ranker on its retrieval model's validation lists, under
+    each policy: the same lists (retrieval figures equal), every val row scored once, and ``keep``
+    leaves each cold target where retrieval put it."""
+    from experiments.study_cold_policy import val_lists_results
+    from recsys.data.dataset import PreparedDataset
+
+    by_policy = val_lists_results(trained["root"] / "ranker")
+    rank, keep = by_policy["rank"], by_policy["keep"]
+    retrieval = {k: v for k, v in rank.items() if k.startswith("retrieval")}
+    assert retrieval and retrieval == {k: keep[k] for k in retrieval}
+    dataset = PreparedDataset.load(
+        TwoTowerModule.load_from_checkpoint(
+            trained["retrieval"], map_location="cpu", weights_only=True
+        ).hparams.dataset_dir
+    )
+    assert rank["retrieval/n_users"] == dataset.n_rows("val")
+    for k in (10, 50):
+        if keep.get("retrieval_cold/n_users"):
+            assert keep[f"two_stage_cold/recall@{k}"] == keep[f"retrieval_cold/recall@{k}"]
