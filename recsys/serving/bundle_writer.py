@@ -39,6 +39,7 @@ from recsys.serving.bundle import (
     CANDIDATE_FILES,
     CANDIDATE_LOGITS_FILE,
     STATIC_TEXT_DIR,
+    Bundle,
 )
 from recsys.serving.graph import InferenceGraph
 from recsys.serving.known_candidates import KnownCandidates
@@ -251,7 +252,8 @@ def rank_known_users(bundle_dir: Path) -> np.ndarray:
     request does, with a worker's one thread, so the stored logits are the ones a request would
     compute); NaN rows for users without history or candidates."""
     threads = torch.get_num_threads()
-    graph = InferenceGraph.from_bundle(bundle_dir, threads=1)
+    # verify=False: this process hashed every file a moment ago; reading them all again buys nothing
+    graph = InferenceGraph(Bundle.load(bundle_dir, verify=False), threads=1)
     try:
         known = graph.bundle.candidates
         logits = np.full(known.items.shape, np.nan, dtype=np.float32)

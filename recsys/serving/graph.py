@@ -117,7 +117,10 @@ class InferenceGraph:
         return row
 
     def user_history_idx(self, user_id: str) -> np.ndarray:
-        row = self._row_of_user(user_id)
+        return self._row_history(self._row_of_user(user_id))
+
+    def _row_history(self, row: int) -> np.ndarray:
+        """item_idx of users.parquet row ``row``'s history, oldest first."""
         return self._history_idx[self._history_ptr[row] : self._history_ptr[row + 1]]
 
     def to_item_idx(self, item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -267,7 +270,7 @@ class InferenceGraph:
         if known is None or self.bundle.ranker is None:
             raise ValueError("known users' logits need the bundle's candidates and a ranker")
         cand, exact = known.row(row)
-        hist = self._history_idx[self._history_ptr[row] : self._history_ptr[row + 1]][-self.max_history :]
+        hist = self._row_history(row)[-self.max_history :]
         if len(cand) == 0 or len(hist) == 0:
             return np.zeros(0, dtype=np.float32)
         history = torch.from_numpy(hist.astype(np.int64))[None]
